@@ -1,0 +1,3 @@
+from .base import BaseBackbone
+
+__all__ = ['BaseBackbone']

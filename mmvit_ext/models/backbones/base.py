@@ -1,0 +1,187 @@
+"""What the four backbones share: the standard OpenMMLab backbone API.
+
+Every backbone of this package is laid out the same way, which is what lets this class do the
+API work once:
+
+* ``patch_embed``: the stem (stride 4);
+* ``stages[i]``: an ``nn.Module`` with an optional ``downsample`` applied first and ``blocks``
+  (an ``nn.ModuleList``), in network order;
+* ``out_norms[i]`` (optional): the norm applied to stage ``i``'s output for dense prediction.
+
+Conventions (as in mmpretrain):
+
+* ``out_indices``: stages whose outputs are returned, a tuple of NCHW maps.
+* ``frozen_stages``: ``-1`` freezes nothing, ``k >= 0`` freezes the stem and the first ``k``
+  stages (parameters and norm statistics).
+* ``norm_eval``: keep every BatchNorm (SyncBatchNorm included) in eval mode while training.
+* ``with_cp``: activation checkpointing of every block.
+* ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``: loaded strictly; a missing
+  file or mismatched keys stop with a message that says how to fix it.
+"""
+import os.path as osp
+import re
+
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_with_prefix
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class BaseBackbone(BaseModule):
+    """Base of the hierarchical backbones of this package.
+
+    Subclasses define ``arch_settings`` (variant name -> dict), ``arch_keys`` (the keys a custom
+    arch dict must have), ``converter`` (the tool that makes official weights loadable), and
+    build ``patch_embed``, ``stages`` and optionally ``out_norms``, then call
+    ``self._freeze_stages()`` at the end of ``__init__``.
+    """
+    arch_settings: dict = {}
+    arch_keys: tuple = ('embed_dims', 'depths')
+    converter: str = ''
+    # Keys a backbone has but a classification checkpoint lacks (they keep their init).
+    pretrained_optional_keys: tuple = ('out_norms.', )
+
+    def __init__(self, arch, out_indices=(3, ), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None, pretrained=None):
+        if pretrained is not None:  # mmseg base configs pass model.pretrained here
+            if init_cfg is not None:
+                raise ValueError('Give either `pretrained` or `init_cfg`, not both.')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self.resolve_arch(arch)
+        num_stages = len(self.arch['depths'])
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)
+        for i in out_indices:
+            if not 0 <= i < num_stages:
+                raise ValueError(f'out_indices {out_indices} out of range: {type(self).__name__} '
+                                 f'has {num_stages} stages (valid indices 0..{num_stages - 1}).')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}.')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+    # -- variants -----------------------------------------------------------------------------
+    @classmethod
+    def resolve_arch(cls, arch):
+        """Return the arch dict for a variant name (any case) or check a custom dict."""
+        name = cls.__name__
+        if isinstance(arch, str):
+            settings = {k.lower(): v for k, v in cls.arch_settings.items()}
+            if arch.lower() not in settings:
+                raise ValueError(f'Unknown {name} arch "{arch}". Available: '
+                                 f'{", ".join(cls.arch_settings)}, or a dict with keys '
+                                 f'{", ".join(cls.arch_keys)}.')
+            return dict(settings[arch.lower()])
+        if not isinstance(arch, dict):
+            raise TypeError(f'{name} arch must be a variant name or a dict, got {type(arch)}.')
+        missing = [k for k in cls.arch_keys if k not in arch]
+        unknown = [k for k in arch if k not in cls.arch_keys]
+        if missing or unknown:
+            raise ValueError(f'Custom {name} arch: missing keys {missing}, unknown keys '
+                             f'{unknown}; expected exactly {", ".join(cls.arch_keys)}.')
+        lengths = {k: len(v) for k, v in arch.items() if isinstance(v, (list, tuple))}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f'Custom {name} arch: per-stage lists differ in length: {lengths}.')
+        return dict(arch)
+
+    @property
+    def depths(self):
+        return list(self.arch['depths'])
+
+    # -- running blocks -----------------------------------------------------------------------
+    def run_block(self, block, *args):
+        """Run one block, with activation checkpointing when ``with_cp`` is set."""
+        if self.with_cp and self.training and any(getattr(a, 'requires_grad', False)
+                                                  for a in args):
+            return cp.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    # -- freezing and norm_eval ---------------------------------------------------------------
+    def _frozen_modules(self):
+        if self.frozen_stages < 0:
+            return []
+        modules = [self.patch_embed]
+        for i in range(self.frozen_stages):
+            modules.append(self.stages[i])
+            if getattr(self, 'out_norms', None) is not None and self.out_norms[i] is not None:
+                modules.append(self.out_norms[i])
+        return modules
+
+    def _freeze_stages(self):
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):  # SyncBatchNorm is a _BatchNorm too
+                    module.eval()
+        return self
+
+    # -- layer-wise learning-rate decay -------------------------------------------------------
+    def get_layer_depth(self, param_name, prefix=''):
+        """Layer id of a parameter for layer-wise lr decay: stem 0, block ``k`` (in network
+        order) ``k + 1``, a stage's downsample that of its first block, the rest (output norms,
+        neck, head) the last id. Returns ``(layer_id, num_layers)``.
+        """
+        num_layers = sum(self.depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        if name.startswith('patch_embed'):
+            return 0, num_layers
+        match = re.match(r'stages\.(\d+)\.(?:blocks\.(\d+))?', name)
+        if match:
+            stage, block = int(match.group(1)), match.group(2)
+            first = sum(self.depths[:stage]) + 1
+            return first + (int(block) if block is not None else 0), num_layers
+        return num_layers - 1, num_layers
+
+    # -- pretrained weights -------------------------------------------------------------------
+    def init_weights(self):
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint, prefix=None):
+        """Load ``checkpoint`` strictly (except ``pretrained_optional_keys``)."""
+        family = type(self).__name__
+        if '://' not in checkpoint and not osp.isfile(checkpoint):
+            raise FileNotFoundError(
+                f'{family}: pretrained checkpoint "{checkpoint}" does not exist. Convert the '
+                f'official weights with `python {self.converter} OFFICIAL.pth {checkpoint}`, or '
+                f'train on ImageNet with configs/ and point init_cfg.checkpoint at the result. '
+                f'To train from scratch on purpose, add '
+                f'`--cfg-options model.backbone.init_cfg=None`.')
+        if prefix:
+            state_dict = _load_checkpoint_with_prefix(prefix, checkpoint, map_location='cpu')
+        else:
+            ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+            state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+            state_dict = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
+                          for k, v in state_dict.items()}
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict
+                   and not k.startswith(self.pretrained_optional_keys)]
+        unexpected = [k for k in state_dict if k not in own]
+        shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
+                  for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+        if missing or unexpected or shapes:
+            raise RuntimeError(
+                f'{family}: checkpoint "{checkpoint}" does not match this backbone (arch '
+                f'{self.arch}).\n  missing keys: {missing}\n  unexpected keys: {unexpected}\n  '
+                f'shape mismatches: {shapes}\nIs it an official checkpoint that needs '
+                f'`python {self.converter}`, or a checkpoint of another variant? For a full '
+                f'classifier/detector checkpoint set init_cfg.prefix="backbone.".')
+        self.load_state_dict(state_dict, strict=False)

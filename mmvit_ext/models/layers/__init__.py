@@ -1,0 +1,3 @@
+from .conv_pos_enc import ConvPosEnc
+
+__all__ = ['ConvPosEnc']

@@ -1,0 +1,3 @@
+from .norm_pool_neck import NormPoolNeck
+
+__all__ = ['NormPoolNeck']

@@ -1,0 +1,75 @@
+"""Shared machinery of the official-checkpoint converters in ``tools/model_converters/``.
+
+A converter is a list of ``(regex, replacement)`` rename rules plus optional tensor fix-ups;
+these helpers load the official file, apply the rules strictly and save an mmengine checkpoint.
+"""
+import re
+from collections import OrderedDict
+
+import torch
+
+
+def load_official_state_dict(path, entry='auto'):
+    """Return the state_dict stored in an official checkpoint file.
+
+    Args:
+        path (str): The file.
+        entry (str): ``'auto'`` takes ``state_dict``, then ``model``, then the bare dict;
+            any other value names the entry (``'model_ema'`` for EMA weights).
+    """
+    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}.')
+    if entry == 'auto':
+        for name in ('state_dict', 'model'):
+            if isinstance(ckpt.get(name), dict):
+                ckpt = ckpt[name]
+                break
+    elif entry not in ckpt:
+        entries = [k for k, v in ckpt.items() if isinstance(v, dict)]
+        raise KeyError(f'{path} has no entry "{entry}"; its dict entries are {entries}.')
+    else:
+        ckpt = ckpt[entry]
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v)
+                       for k, v in ckpt.items())
+
+
+def rename_keys(state_dict, rules, drop=()):
+    """Rename every key with the first matching ``(pattern, replacement)`` rule.
+
+    Keys matching a pattern of ``drop`` are discarded. Raises ``KeyError`` listing every key that
+    no rule matched, so that a checkpoint of another model never converts half-way.
+    """
+    compiled = [(re.compile(p), r) for p, r in rules]
+    dropped = [re.compile(p) for p in drop]
+    out, unmatched = OrderedDict(), []
+    for key, value in state_dict.items():
+        if any(d.fullmatch(key) for d in dropped):
+            continue
+        for pattern, repl in compiled:
+            if pattern.fullmatch(key):
+                out[pattern.sub(repl, key)] = value
+                break
+        else:
+            unmatched.append(key)
+    if unmatched:
+        raise KeyError(f'{len(unmatched)} keys match no conversion rule (is this the right '
+                       f'model family?): {unmatched}')
+    return out
+
+
+def check_state_dict(state_dict, model, optional_prefixes=()):
+    """Raise listing every missing, unexpected or mis-shaped key against ``model``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.startswith(optional_prefixes)]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f'{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+              for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise KeyError(f'converted weights do not fit {type(model).__name__}:\n  missing: '
+                       f'{missing}\n  unexpected: {unexpected}\n  shape mismatches: {shapes}')
+
+
+def save_checkpoint(state_dict, path, meta=None):
+    """Save as an mmengine checkpoint (``{'meta': ..., 'state_dict': ...}``)."""
+    torch.save({'meta': dict(meta or {}), 'state_dict': state_dict}, path)
