@@ -1,0 +1,277 @@
+"""Parameters and FLOPs of the model of an mmpretrain / mmdet / mmseg config.
+
+Usage::
+
+    python tools/analysis_tools/get_flops.py CONFIG [--shape H [W]] [--backbone-only]
+        [--cfg-options KEY=VALUE ...]
+
+Counting follows mmengine's ``FlopAnalyzer`` (fvcore convention: one multiply-add is one FLOP;
+element-wise ops, softmax and activations are not counted), with handles added for ops our
+backbones use and mmengine misses or miscounts:
+
+* ``aten::scaled_dot_product_attention``: ``B*h*Lq*Lk*d + B*h*Lq*Lk*dv`` (the two matmuls);
+* ``aten::einsum``: exact multiply-adds of a two-operand contraction (mmengine asks
+  ``numpy.einsum_path``, which rounds and allocates the operands);
+* ``aten::matmul``: batch dims broadcast (mmengine uses only the first operand's batch dims).
+
+Inputs, per ``default_scope``:
+
+* ``mmpretrain``: the whole classifier (``--backbone-only``: the backbone) on ``(1, 3, H, W)``,
+  default 224x224;
+* ``mmdet`` / ``mmseg``: as their own get_flops tools, one synthetic image is passed through the
+  data preprocessor and the model's tensor-mode ``_forward`` is counted (mmseg drops the
+  auxiliary head, unused at inference); defaults ``--shape 1280 800`` (mmdet) and ``512 512``
+  (mmseg). Backbone-only figures on the same preprocessed input are printed as well.
+
+No checkpoint is needed: ``init_cfg`` of the backbone and any ``pretrained`` are cleared, and
+SyncBN is reverted to BN.
+"""
+import argparse
+import copy
+import math
+import os.path as osp
+import sys
+from collections import Counter
+from functools import partial
+
+import torch
+
+SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
+DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (512, 512)}
+
+
+# -- FLOP handles ---------------------------------------------------------------------------
+def _shape(value):
+    from mmengine.analysis.jit_handles import get_shape
+    return get_shape(value)
+
+
+def sdpa_flop_jit(inputs, outputs):
+    """FLOPs of ``scaled_dot_product_attention(q, k, v, ...)``: ``q @ k^T`` plus ``attn @ v``.
+
+    q ``(..., Lq, d)``, k ``(..., Lk, d)``, v ``(..., Lk, dv)``; the leading dims are those of
+    the output (k/v may broadcast or share heads under GQA).
+    """
+    q_shape, k_shape, v_shape = (_shape(v) for v in inputs[:3])
+    batch = math.prod(q_shape[:-2])
+    lq, d = q_shape[-2:]
+    lk, dv = k_shape[-2], v_shape[-1]
+    return batch * lq * lk * (d + dv)
+
+
+def einsum_flop_jit(inputs, outputs):
+    """Multiply-adds of ``einsum(equation, operands)``.
+
+    Two operands: the product of the sizes of all distinct indices (each output element sums
+    over the contracted indices). One operand (a permutation or a sum): 0. More operands:
+    numpy's optimal contraction path on zero-strided arrays (no memory is allocated).
+    """
+    import numpy as np
+    equation = inputs[0].toIValue().replace(' ', '')
+    shapes = [_shape(v) for v in inputs[1].node().inputs()]
+    lhs = equation.split('->')[0].split(',')
+    if len(shapes) == 1:
+        return 0
+    if len(shapes) == 2 and '...' not in equation:
+        sizes = {}
+        for term, shape in zip(lhs, shapes):
+            sizes.update(zip(term, shape))
+        return math.prod(sizes.values())
+    arrays = [np.lib.stride_tricks.as_strided(np.zeros(1), shape=s, strides=[0] * len(s))
+              for s in shapes]
+    path_info = np.einsum_path(equation, *arrays, optimize='optimal')[1]
+    for line in path_info.split('\n'):
+        if 'optimized flop' in line.lower():
+            return int(float(line.split(':')[-1]) / 2)
+    raise NotImplementedError(f'Cannot count einsum "{equation}".')
+
+
+def matmul_flop_jit(inputs, outputs):
+    """Multiply-adds of ``a @ b`` with numpy broadcasting of the batch dims."""
+    a, b = (list(_shape(v)) for v in inputs[:2])
+    if len(a) == 1:
+        a = [1] + a
+    if len(b) == 1:
+        b = b + [1]
+    assert a[-1] == b[-2], (a, b)
+    batch = torch.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    return math.prod(batch) * a[-2] * a[-1] * b[-1]
+
+
+EXTRA_FLOP_HANDLES = {
+    'aten::scaled_dot_product_attention': sdpa_flop_jit,
+    'aten::einsum': einsum_flop_jit,
+    'aten::matmul': matmul_flop_jit,
+}
+
+
+def count_flops(model, inputs):
+    """Return ``(total_flops, flops_by_operator, unsupported_ops)`` of ``model(*inputs)``."""
+    from mmengine.analysis import FlopAnalyzer
+    analyzer = FlopAnalyzer(model, inputs).set_op_handle(**EXTRA_FLOP_HANDLES)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analyzer.tracer_warnings('none')
+    return int(analyzer.total()), analyzer.by_operator(), Counter(analyzer.unsupported_ops())
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- building models from configs -----------------------------------------------------------
+def load_config(path, cfg_options=None):
+    """Load a config; exit with a clear message when the file or its scope is unusable."""
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        sys.exit(f'Config file "{path}" does not exist.')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        sys.exit(f'Config "{path}" has default_scope={scope!r}; this tool handles '
+                 f'{", ".join(SCOPES)}. Set default_scope in the config (the '
+                 f'configs/_base_/default_runtime_*.py files do).')
+    return cfg
+
+
+def _clear_pretrained(model_cfg):
+    """Clear checkpoint loading anywhere in the model config (backbone, neck, heads)."""
+    if isinstance(model_cfg, dict):
+        if 'pretrained' in model_cfg:
+            model_cfg['pretrained'] = None
+        init_cfg = model_cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            model_cfg['init_cfg'] = None
+        for value in model_cfg.values():
+            _clear_pretrained(value)
+    elif isinstance(model_cfg, (list, tuple)):
+        for value in model_cfg:
+            _clear_pretrained(value)
+
+
+def build_model(cfg):
+    """Build ``cfg.model`` in its toolbox with no checkpoint, SyncBN reverted, in eval mode."""
+    import importlib
+
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.utils import import_modules_from_strings
+
+    import mmvit_ext  # noqa: F401  (registers the mmvit_ext modules)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    scope = cfg.default_scope
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+
+    model_cfg = copy.deepcopy(cfg.model)
+    _clear_pretrained(model_cfg)
+    if isinstance(model_cfg.get('backbone'), dict):
+        model_cfg.backbone.init_cfg = None
+    model = registry.build(model_cfg)
+    model = revert_sync_batchnorm(model)
+    if scope == 'mmseg' and getattr(model, 'auxiliary_head', None) is not None:
+        model.auxiliary_head = None  # training-only, as in mmseg's own get_flops
+    model.eval()
+    return model
+
+
+def backbone_of(model):
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        sys.exit(f'{type(model).__name__} has no `backbone`; drop --backbone-only.')
+    return backbone
+
+
+def dense_inputs(model, scope, shape):
+    """Preprocess one synthetic ``(3, H, W)`` image as mmdet/mmseg's get_flops tools do;
+    return ``(inputs, data_samples)``."""
+    height, width = shape
+    meta = dict(img_shape=(height, width), ori_shape=(height, width),
+                pad_shape=(height, width), scale_factor=(1.0, 1.0))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        sample = DetDataSample(metainfo=meta)
+    else:
+        from mmseg.structures import SegDataSample
+        sample = SegDataSample(metainfo=meta)
+    batch = dict(inputs=[torch.rand(3, height, width) * 255], data_samples=[sample])
+    with torch.no_grad():
+        data = model.data_preprocessor(batch, False)
+    return data['inputs'], data['data_samples']
+
+
+def _measure(name, module, inputs):
+    flops, by_op, unsupported = count_flops(module, inputs)
+    return dict(name=name, params=count_params(module), flops=flops, by_op=by_op,
+                unsupported=unsupported)
+
+
+def analyse(cfg, shape=None, backbone_only=False):
+    """Return ``(input_shape, [result, ...])``: one result per counted module."""
+    scope = cfg.default_scope
+    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    model = build_model(cfg)
+    results = []
+    if scope == 'mmpretrain':
+        inputs = (torch.randn(1, 3, *shape), )
+        if not backbone_only:
+            results.append(_measure('model', model, inputs))
+        results.append(_measure('backbone', backbone_of(model), inputs))
+        return inputs[0].shape, results
+    inputs, data_samples = dense_inputs(model, scope, shape)
+    if not backbone_only:
+        # The tensor-mode forward (`_forward`) of the detector / segmentor.
+        model.forward = partial(model.forward, data_samples=data_samples, mode='tensor')
+        name = 'model (without auxiliary head)' if scope == 'mmseg' else 'model'
+        results.append(_measure(name, model, (inputs, )))
+    results.append(_measure('backbone', backbone_of(model), (inputs, )))
+    return inputs.shape, results
+
+
+def format_results(config, input_shape, results):
+    lines = [f'Config: {config}', f'Input shape: {tuple(input_shape)}']
+    for res in results:
+        lines += [
+            f'== {res["name"]} ==',
+            f'Params: {res["params"] / 1e6:.2f} M',
+            f'Params (exact): {res["params"]:,}',
+            f'FLOPs: {res["flops"] / 1e9:.2f} G',
+            f'FLOPs (exact): {res["flops"]:,}',
+            'FLOPs by operator: ' + ', '.join(
+                f'{op} {n / 1e6:,.2f} M' for op, n in res['by_op'].most_common()),
+        ]
+        if res['unsupported']:
+            lines.append('Not counted (element-wise or unsupported ops): ' + ', '.join(
+                f'{op} x{n}' for op, n in sorted(res['unsupported'].items())))
+    lines.append('FLOPs: 1 multiply-add = 1 FLOP (fvcore / mmengine convention).')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Params and FLOPs of a config\'s model.')
+    parser.add_argument('config', help='config file (mmpretrain, mmdet or mmseg)')
+    parser.add_argument('--shape', type=int, nargs='+', default=None,
+                        help='input H [W]; default 224 (cls), 1280 800 (det), 512 512 (seg)')
+    parser.add_argument('--backbone-only', action='store_true',
+                        help='count only the backbone')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    args = parser.parse_args(argv)
+    if args.shape is not None:
+        if len(args.shape) not in (1, 2):
+            parser.error('--shape takes H or H W')
+        args.shape = tuple(args.shape) * (3 - len(args.shape))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    input_shape, results = analyse(cfg, args.shape, args.backbone_only)
+    print(format_results(args.config, input_shape, results))
+
+
+if __name__ == '__main__':
+    main()
