@@ -1,3 +1,4 @@
 from .base import BaseBackbone
+from .pale import PaleTransformer
 
-__all__ = ['BaseBackbone']
+__all__ = ['BaseBackbone', 'PaleTransformer']

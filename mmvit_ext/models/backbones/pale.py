@@ -1,0 +1,152 @@
+"""Pale Transformer (Wu et al., "Pale Transformer: A General Vision Transformer Backbone with
+Pale-Shaped Attention", AAAI 2022), built from ../../../shared/specs/pale.md: no official code
+or weights exist.
+"""
+import torch.nn as nn
+from mmcv.cnn.bricks.drop import DropPath
+from mmcv.cnn.bricks.transformer import FFN
+
+from mmvit_ext.registry import MODELS
+from ..layers.conv_pos_enc import ConvPosEnc
+from ..layers.pale_attention import PaleShapedAttention
+from .base import BaseBackbone
+
+
+class PatchMerging(nn.Module):
+    """Strided conv then LayerNorm (every merge, the stem included, ends with an LN).
+
+    Shapes:
+        x: (B, H, W, C_in) channels-last, or an NCHW image when ``channels_last_input=False``
+        -> (B, H / stride, W / stride, C_out) channels-last.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, channels_last_input=True):
+        super().__init__()
+        self.channels_last_input = channels_last_input
+        self.proj = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding=kernel_size // 2)
+        self.norm = nn.LayerNorm(out_channels, eps=1e-6)
+
+    def forward(self, x):
+        if self.channels_last_input:
+            x = x.permute(0, 3, 1, 2)
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class PaleBlock(nn.Module):
+    """``x + CPE(x)``, then pre-norm PS-Attention and MLP, each with DropPath.
+
+    Shapes:
+        x: (B, H, W, C) -> (B, H, W, C).
+    """
+
+    def __init__(self, embed_dims, num_heads, pale_size, mlp_ratio=4., drop_path=0.):
+        super().__init__()
+        self.cpe = ConvPosEnc(embed_dims, kernel_size=3)
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.attn = PaleShapedAttention(embed_dims, num_heads, pale_size)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.ffn = FFN(embed_dims, int(embed_dims * mlp_ratio), act_cfg=dict(type='GELU'),
+                       dropout_layer=dict(type='DropPath', drop_prob=drop_path))
+
+    def forward(self, x):
+        x = self.cpe(x)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return self.ffn(self.norm2(x), identity=x)
+
+
+class PaleStage(nn.Module):
+    """One stage: optional ``downsample`` (patch merging) first, then ``blocks``."""
+
+    def __init__(self, blocks, downsample=None):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+
+@MODELS.register_module()
+class PaleTransformer(BaseBackbone):
+    """Pale Transformer backbone: 4 stages (strides 4/8/16/32) of CPE + PS-Attention blocks.
+
+    Args:
+        arch (str | dict): ``'t'``, ``'s'``, ``'b'`` (any case; also ``'tiny'``, ``'small'``,
+            ``'base'``) or a dict with keys ``embed_dims``, ``depths``, ``num_heads`` (per-stage
+            lists), ``pale_size`` (int or per-stage list) and ``mlp_ratio``.
+        in_channels (int): Image channels.
+        pale_size (int | tuple | list, optional): Overrides the arch's pale size: an int or a
+            (rows, columns) tuple for all stages, or a list with one entry per stage. A size larger than every map side makes the attention global.
+        drop_path_rate (float): Stochastic depth, linearly increasing over all blocks.
+        with_out_norms (bool): Apply a per-stage LayerNorm to every returned map (dense
+            prediction). Classifiers set ``False``: their neck holds the head's LayerNorm.
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg, pretrained: see
+            :class:`BaseBackbone`.
+
+    Shapes:
+        x: (B, in_channels, H, W), any H, W -> tuple of (B, C_i, ceil(H / 2^(i+2)), ...) maps
+        for ``i`` in ``out_indices``.
+    """
+    arch_settings = {
+        't': dict(embed_dims=[64, 128, 256, 512], depths=[2, 2, 16, 2],
+                  num_heads=[2, 4, 8, 16], pale_size=7, mlp_ratio=4),
+        's': dict(embed_dims=[96, 192, 384, 768], depths=[2, 2, 16, 2],
+                  num_heads=[4, 8, 16, 32], pale_size=7, mlp_ratio=4),
+        'b': dict(embed_dims=[128, 256, 512, 1024], depths=[2, 2, 16, 2],
+                  num_heads=[4, 8, 16, 32], pale_size=7, mlp_ratio=4),
+    }
+    arch_settings.update(tiny=arch_settings['t'], small=arch_settings['s'],
+                         base=arch_settings['b'])
+    arch_keys = ('embed_dims', 'depths', 'num_heads', 'pale_size', 'mlp_ratio')
+    converter = ''  # no official weights exist: train with configs/pale/
+
+    def __init__(self, arch='t', in_channels=3, pale_size=None, drop_path_rate=0.,
+                 with_out_norms=True, out_indices=(3, ), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None, pretrained=None):
+        if init_cfg is None and pretrained is None:
+            init_cfg = [dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+                        dict(type='Constant', layer='LayerNorm', val=1., bias=0.)]
+        super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
+                         pretrained)
+        dims, depths, heads = (self.arch[k] for k in ('embed_dims', 'depths', 'num_heads'))
+        num_stages = len(depths)
+        pale_sizes = self._per_stage(self.arch['pale_size'] if pale_size is None else pale_size,
+                                     num_stages)
+        self.pale_sizes = pale_sizes
+        drop_rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
+
+        self.patch_embed = PatchMerging(in_channels, dims[0], 7, 4, channels_last_input=False)
+        self.stages = nn.ModuleList()
+        for i in range(num_stages):
+            first = sum(depths[:i])
+            blocks = [PaleBlock(dims[i], heads[i], pale_sizes[i], self.arch['mlp_ratio'],
+                                drop_rates[first + j]) for j in range(depths[i])]
+            downsample = PatchMerging(dims[i - 1], dims[i], 3, 2) if i > 0 else None
+            self.stages.append(PaleStage(blocks, downsample))
+        self.out_norms = nn.ModuleList(
+            nn.LayerNorm(dims[i], eps=1e-6) if i in self.out_indices else nn.Identity()
+            for i in range(num_stages)) if with_out_norms else None
+        self._freeze_stages()
+
+    @staticmethod
+    def _per_stage(pale_size, num_stages):
+        """An int or a (rows, columns) tuple applies to every stage; a list has one entry per
+        stage."""
+        if isinstance(pale_size, (int, tuple)):
+            return [pale_size] * num_stages
+        if not isinstance(pale_size, list) or len(pale_size) != num_stages:
+            raise ValueError(f'pale_size must be an int, a (rows, columns) tuple or a list with '
+                             f'one entry per stage ({num_stages}), got {pale_size!r}.')
+        return list(pale_size)
+
+    def forward(self, x):
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+            for block in stage.blocks:
+                x = self.run_block(block, x)
+            if i in self.out_indices:
+                out = self.out_norms[i](x) if self.out_norms is not None else x
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)
