@@ -1,0 +1,30 @@
+# Runtime for mmdet (COCO detection / instance segmentation) configs: mmdet 3.x defaults,
+# registries resolved in the `mmdet` scope, mmvit_ext imported for `type='mmvit_ext.X'`.
+default_scope = 'mmdet'
+custom_imports = dict(imports=['mmvit_ext'], allow_failed_imports=False)
+
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='DetVisualizationHook'))
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(
+    type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
+
+# file I/O backend for images/annotations (None: local disk, inferred from the path)
+backend_args = None
+
+log_level = 'INFO'
+load_from = None
+resume = False

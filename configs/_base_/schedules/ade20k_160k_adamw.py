@@ -1,0 +1,28 @@
+# ADE20K 160k-iteration schedule (Swin/RMT UperNet protocol): AdamW 6e-5 / wd 0.01, no decay on
+# norm layers, 1500-iteration linear warm-up, then poly (power 1.0) to 0; eval/ckpt every 16k.
+train_cfg = dict(
+    type='IterBasedTrainLoop', max_iters=160000, val_interval=16000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    # every parameter whose name contains 'norm'
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}))
+
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(
+        type='PolyLR',
+        power=1.0,
+        eta_min=0.0,
+        begin=1500,
+        end=160000,
+        by_epoch=False),
+]
+
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000))

@@ -1,0 +1,23 @@
+# ADE20K 80k-iteration schedule (PVT/RMT Semantic FPN protocol): AdamW 1e-4 / wd 1e-4 on all
+# parameters, poly (power 0.9) to 1e-6 without warm-up; eval/ckpt every 8k.
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=80000, val_interval=8000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4))
+
+param_scheduler = [
+    dict(
+        type='PolyLR',
+        power=0.9,
+        eta_min=1e-6,
+        begin=0,
+        end=80000,
+        by_epoch=False),
+]
+
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=8000))
