@@ -1,0 +1,222 @@
+"""Manhattan self-attention (MaSA) of RMT and its relative-position package.
+
+Three registered modules:
+
+* :class:`ManhattanRelPos` builds, for a feature size (H, W), what all blocks of a stage share:
+  the rotation tables (sin, cos) of the raster index and the log-decay masks;
+* :class:`ManhattanSelfAttention`: full MaSA, attention over all HW tokens with the 2-D Manhattan
+  decay ``gamma_n ** (|dy| + |dx|)``;
+* :class:`DecomposedManhattanSelfAttention`: attention inside every row (W pass), then inside
+  every column (H pass), with the 1-D decays.
+
+Numerics follow the official code (not the paper): the decay is an additive log-mask before the
+softmax, Q and K are rotated by the flattened raster index ``y * W + x`` (interleaved pairs),
+only the scores are scaled by ``d ** -0.5`` (the official code scales K; Q.(sK) = s(Q.K)), and a
+5x5 depth-wise conv of V (LCE) is added to the attention output before ``out_proj``.
+
+Example::
+
+    rel_pos = ManhattanRelPos(embed_dims=64, num_heads=4)
+    attn = DecomposedManhattanSelfAttention(embed_dims=64, num_heads=4)
+    x = torch.randn(2, 14, 9, 64)                       # (B, H, W, C)
+    y = attn(x, rel_pos(14, 9, decomposed=True, like=x))  # (B, H, W, C)
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmvit_ext.registry import MODELS
+
+
+def rotate_every_two(x):
+    """Rotate each interleaved pair (x0, x1) -> (-x1, x0) along the last axis."""
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
+
+
+def theta_shift(x, sin, cos):
+    """Rotate every pair of channels of ``x`` by its position's angles (RoPE, GPT-J layout)."""
+    return x * cos + rotate_every_two(x) * sin
+
+
+@MODELS.register_module()
+class ManhattanRelPos(nn.Module):
+    """Relative-position package of one RMT stage: per-head decay, raster rotation tables.
+
+    Per head ``n`` the decay rate is ``gamma_n = 1 - 2 ** -(initial_value + heads_range * n / N)``
+    (``decay = log(gamma)`` is stored); the rotation frequencies of the ``d / 2`` channel pairs
+    are ``10000 ** -(i / (d / 2 - 1))`` (end points 1 and 1e-4 included), each used twice.
+
+    ``decay`` and ``angle`` are derived constants (non-persistent buffers). The tables of the
+    last (H, W, device, dtype) are cached, so a stage of blocks, and the next forward at the same
+    size, reuse them; a new size replaces the cache (memory stays bounded for det/seg inputs).
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Heads N; head dim ``d = C / N`` must be even.
+        initial_value (float): Decay exponent of head 0. Defaults to 2.
+        heads_range (float): Spread of the exponents over the heads. Defaults to 4.
+
+    Call ``rel_pos(H, W, decomposed, like)`` (``like``: a tensor giving device and dtype) returns
+    ``(sin, cos, masks)`` with ``sin, cos``: (H, W, 1, d) and ``masks``:
+
+    * ``decomposed=True``: ``(mask_w, mask_h)`` with ``mask_w``: (N, W, W),
+      ``mask_w[n, x, x'] = decay[n] * |x - x'|``, and ``mask_h``: (W * N, H, H), ``mask_h[w * N +
+      n, y, y'] = decay[n] * |y - y'|`` (repeated over columns to match the H pass layout);
+    * ``decomposed=False``: ``mask``: (N, HW, HW), ``decay[n] * (|dy| + |dx|)`` (row-major tokens).
+    """
+
+    def __init__(self, embed_dims, num_heads, initial_value=2., heads_range=4.):
+        super().__init__()
+        if embed_dims % num_heads or (embed_dims // num_heads) % 2:
+            raise ValueError(f'ManhattanRelPos: embed_dims {embed_dims} must split into '
+                             f'{num_heads} heads of even size.')
+        self.num_heads = num_heads
+        head_dims = embed_dims // num_heads
+        exponents = initial_value + heads_range * torch.arange(num_heads, dtype=torch.float) \
+            / num_heads
+        self.register_buffer('decay', torch.log(1 - 2**(-exponents)), persistent=False)
+        freqs = 1.0 / (10000**torch.linspace(0, 1, head_dims // 2))
+        self.register_buffer('angle', freqs.repeat_interleave(2), persistent=False)
+        self._cache_key = None
+        self._cache = None
+
+    def forward(self, height, width, decomposed, like):
+        key = (height, width, bool(decomposed), like.device, like.dtype)
+        if key != self._cache_key:
+            self._cache = self._build(height, width, decomposed, like.device, like.dtype)
+            self._cache_key = key
+        return self._cache
+
+    @torch.no_grad()
+    def _build(self, height, width, decomposed, device, dtype):
+        decay = self.decay.to(device)
+        angle = self.angle.to(device)
+        index = torch.arange(height * width, device=device, dtype=angle.dtype)
+        phase = (index[:, None] * angle).reshape(height, width, 1, -1)
+        sin, cos = phase.sin().to(dtype), phase.cos().to(dtype)
+        ys = torch.arange(height, device=device, dtype=decay.dtype)
+        xs = torch.arange(width, device=device, dtype=decay.dtype)
+        dist_h = (ys[:, None] - ys[None]).abs()
+        dist_w = (xs[:, None] - xs[None]).abs()
+        if decomposed:
+            mask_w = decay[:, None, None] * dist_w
+            mask_h = (decay[:, None, None] * dist_h).repeat(width, 1, 1)
+            masks = (mask_w.to(dtype), mask_h.to(dtype))
+        else:
+            dist = (dist_h[:, None, :, None] + dist_w[None, :, None, :]).reshape(
+                height * width, height * width)
+            masks = (decay[:, None, None] * dist).to(dtype)
+        return sin, cos, masks
+
+    def extra_repr(self):
+        return f'num_heads={self.num_heads}, head_dims={self.angle.numel()}'
+
+
+class _ManhattanAttentionBase(nn.Module):
+    """Projections, rotation and LCE shared by the full and the decomposed MaSA."""
+
+    decomposed = None
+
+    def __init__(self, embed_dims, num_heads, lce_kernel_size=5):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'{type(self).__name__}: embed_dims {embed_dims} is not divisible '
+                             f'by num_heads {num_heads}.')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.scale = self.head_dims**-0.5
+        self.q_proj = nn.Linear(embed_dims, embed_dims)
+        self.k_proj = nn.Linear(embed_dims, embed_dims)
+        self.v_proj = nn.Linear(embed_dims, embed_dims)
+        # LCE: local context enhancement, depth-wise conv on V, added to the attention output.
+        self.lce = nn.Conv2d(embed_dims, embed_dims, lce_kernel_size,
+                             padding=lce_kernel_size // 2, groups=embed_dims)
+        self.out_proj = nn.Linear(embed_dims, embed_dims)
+
+    def _project(self, x, sin, cos):
+        """(B, H, W, C) -> rotated q, k and v as (B, H, W, N, d), LCE as (B, H, W, N, d)."""
+        B, H, W, _ = x.shape
+        shape = (B, H, W, self.num_heads, self.head_dims)
+        q = theta_shift(self.q_proj(x).view(shape), sin, cos)
+        k = theta_shift(self.k_proj(x).view(shape), sin, cos)
+        v = self.v_proj(x)
+        # NCHW view of channels-last memory: the conv runs without a layout copy.
+        lce = self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(shape)
+        return q, k, v.view(shape), lce
+
+    def extra_repr(self):
+        return f'embed_dims={self.embed_dims}, num_heads={self.num_heads}'
+
+
+@MODELS.register_module()
+class ManhattanSelfAttention(_ManhattanAttentionBase):
+    """Full Manhattan self-attention (RMT stage 4, and stage 3 of RMT-T).
+
+    ``softmax(q~ k~^T / sqrt(d) + decay_n * (|dy| + |dx|)) v + LCE(v)``, then ``out_proj``,
+    computed by ``scaled_dot_product_attention`` with the log-decay as additive mask.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Heads N.
+        lce_kernel_size (int): Kernel of the depth-wise conv on V. Defaults to 5.
+
+    Shapes:
+        x: (B, H, W, C); rel_pos: ``ManhattanRelPos(...)(H, W, decomposed=False, like=x)``
+        -> (B, H, W, C).
+    """
+
+    decomposed = False
+
+    def forward(self, x, rel_pos):
+        B, H, W, C = x.shape
+        sin, cos, mask = rel_pos
+        q, k, v, lce = self._project(x, sin, cos)
+        L = H * W
+        # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
+        q, k, v = (t.view(B, L, self.num_heads, self.head_dims).transpose(1, 2)
+                   for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        out = lce + out.transpose(1, 2).view(lce.shape)
+        return self.out_proj(out.view(B, H, W, C))
+
+
+@MODELS.register_module()
+class DecomposedManhattanSelfAttention(_ManhattanAttentionBase):
+    """Decomposed Manhattan self-attention (RMT stages 1-3): W pass, then H pass.
+
+    W pass: inside every row, ``v1 = softmax(q~ k~^T / sqrt(d) + decay_n |dx|) v``;
+    H pass: inside every column, with the same rotated q~, k~,
+    ``o = softmax(q~ k~^T / sqrt(d) + decay_n |dy|) v1``; then ``out_proj(o + LCE(v))``.
+    Cost per head ~ HW(H + W)d instead of (HW)^2 d.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Heads N.
+        lce_kernel_size (int): Kernel of the depth-wise conv on V. Defaults to 5.
+
+    Shapes:
+        x: (B, H, W, C); rel_pos: ``ManhattanRelPos(...)(H, W, decomposed=True, like=x)``
+        -> (B, H, W, C).
+    """
+
+    decomposed = True
+
+    def forward(self, x, rel_pos):
+        B, H, W, C = x.shape
+        N, d = self.num_heads, self.head_dims
+        sin, cos, (mask_w, mask_h) = rel_pos
+        q, k, v, lce = self._project(x, sin, cos)
+        # W pass: (B, H, W, N, d) viewed as (B*H, N, W, d) without a copy.
+        q_w, k_w, v_w = (t.permute(0, 1, 3, 2, 4).flatten(0, 1) for t in (q, k, v))
+        v1 = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask_w, scale=self.scale)
+        # H pass: (B, H, W, N, d) viewed as (B, W*N, H, d) without a copy; v1 is rearranged
+        # once from (B, H, N, W, d) to that layout.
+        q_h, k_h = (t.permute(0, 2, 3, 1, 4).flatten(1, 2) for t in (q, k))
+        v1 = v1.view(B, H, N, W, d).permute(0, 3, 2, 1, 4).reshape(B, W * N, H, d)
+        out = F.scaled_dot_product_attention(q_h, k_h, v1, attn_mask=mask_h, scale=self.scale)
+        out = lce + out.view(B, W, N, H, d).permute(0, 3, 1, 2, 4)
+        return self.out_proj(out.view(B, H, W, C))
