@@ -236,7 +236,7 @@ class VisRetNet(nn.Module):
         self.num_classes = num_classes
         self.out_indices = out_indices
         self.patch_embed = PatchEmbed(in_chans, dims[0])
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
         self.layers = nn.ModuleList()
         for i in range(len(depths)):
             self.layers.append(
