@@ -150,8 +150,7 @@ def test_backbone_without_layer_depth_is_a_clear_error():
     init_default_scope('mmpretrain')
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
     model = PRETRAIN_MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='ResNet', depth=18),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=5, in_channels=512)))
-    with pytest.raises(NotImplementedError, match='ResNet does not implement'):
+        type='ImageClassifier', backbone=dict(type='LeNet5'),
+        head=dict(type='LinearClsHead', num_classes=5, in_channels=84)))
+    with pytest.raises(NotImplementedError, match='LeNet5 does not implement'):
         build_optim_wrapper(model, optim_cfg())
