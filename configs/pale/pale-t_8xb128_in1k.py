@@ -1,0 +1,46 @@
+# Pale-T on ImageNet-1k from scratch (spec pale.md section 5): 300 epochs, AdamW lr 1e-3 for a
+# global batch of 1024 (8 GPUs x 128; `--auto-scale-lr` rescales it), wd 0.05, 20 warm-up
+# epochs then cosine, RandAugment, Mixup 0.8 / CutMix 1.0, RandomErasing 0.25, label smoothing.
+_base_ = [
+    '../_base_/datasets/imagenet_bs128_randaug_224.py',
+    '../_base_/schedules/imagenet_adamw_300e.py',
+    '../_base_/default_runtime_cls.py',
+]
+
+model = dict(
+    type='ImageClassifier',
+    # the head's LayerNorm lives in the neck, so the backbone returns the raw stage-4 map
+    backbone=dict(
+        type='mmvit_ext.PaleTransformer',
+        arch='t',
+        drop_path_rate=0.1,
+        with_out_norms=False,
+        out_indices=(3, )),
+    neck=dict(
+        type='mmvit_ext.NormPoolNeck',
+        in_channels=512,
+        norm_cfg=dict(type='LN', eps=1e-6)),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=512,
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)),
+)
+
+# 20 linear warm-up epochs (instead of the base schedule's 5), then cosine to 1e-5
+param_scheduler = [
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=True,
+        end=20,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=20,
+        end=300,
+        convert_to_iter_based=True),
+]

@@ -1,0 +1,11 @@
+# Pale-B variant of upernet_pale-t_8xb2-160k_ade20k-512x512.py
+# (same task recipe), with the Pale-B backbone, drop path 0.4 and its channels.
+_base_ = './upernet_pale-t_8xb2-160k_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(
+        arch='b',
+        drop_path_rate=0.4,
+        init_cfg=dict(checkpoint='checkpoints/pale-b_in1k.pth')),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),
+    auxiliary_head=dict(in_channels=512))

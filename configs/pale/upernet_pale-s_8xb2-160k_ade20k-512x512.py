@@ -1,0 +1,11 @@
+# Pale-S variant of upernet_pale-t_8xb2-160k_ade20k-512x512.py
+# (same task recipe), with the Pale-S backbone, drop path 0.3 and its channels.
+_base_ = './upernet_pale-t_8xb2-160k_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(
+        arch='s',
+        drop_path_rate=0.3,
+        init_cfg=dict(checkpoint='checkpoints/pale-s_in1k.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))
