@@ -1,8 +1,11 @@
 from .conv_pos_enc import ConvPosEnc
 from .group_mix_attention import GroupMixAttention
+from .less_attention import LessAttention, VanillaAttention
 from .manhattan_attention import (DecomposedManhattanSelfAttention, ManhattanRelPos,
                                   ManhattanSelfAttention)
 from .pale_attention import PaleShapedAttention
+from .residual_attention_downsample import ResidualAttentionDownsample
 
-__all__ = ['ConvPosEnc', 'GroupMixAttention', 'DecomposedManhattanSelfAttention', 'ManhattanRelPos',
-           'ManhattanSelfAttention', 'PaleShapedAttention']
+__all__ = ['ConvPosEnc', 'DecomposedManhattanSelfAttention', 'GroupMixAttention',
+           'LessAttention', 'ManhattanRelPos', 'ManhattanSelfAttention', 'PaleShapedAttention',
+           'ResidualAttentionDownsample', 'VanillaAttention']

@@ -1,0 +1,241 @@
+"""LaViT (Less-Attention Vision Transformer), reconstructed from the paper.
+
+Zhang et al., "You Only Need Less Attention at Each Stage in Vision Transformers", CVPR 2024.
+No code was published; this design follows every mechanism the paper states on a PVTv2
+skeleton with linear spatial-reduction attention (see ``shared/specs/lavit.md`` and
+``configs/lavit/README.md``):
+
+* 4 stages, overlapping patch embeddings (7x7/s4, then 3x3/s2), each followed by LayerNorm;
+* in each stage the first ``num_va_layers`` blocks use ``VanillaAttention`` and the rest
+  ``LessAttention`` (attention logits transformed from the previous block's, no Q/K);
+* the last logits of a stage enter the first block of the next stage through
+  ``ResidualAttentionDownsample``;
+* a LayerNorm closes every stage (``out_norms``); its output is both the dense feature and
+  the next stage's input;
+* in training the diagonality-preserving loss of the LA layers is computed at every forward
+  and handed out by ``pop_aux_losses()``.
+"""
+import torch
+import torch.nn as nn
+from mmcv.cnn.bricks import DropPath
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+
+from mmvit_ext.registry import MODELS
+from ..layers.less_attention import LessAttention, VanillaAttention
+from ..layers.residual_attention_downsample import ResidualAttentionDownsample
+from ..losses.diagonality_loss import DiagonalityLoss
+from .base import BaseBackbone
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Conv (kernel k, stride s, padding k // 2) then LayerNorm.
+
+    Shapes: (B, C_in, H, W) -> tokens (B, H' * W', C), (H', W') with H' = ceil(H / s) for the
+    kernels used here (7/s4, 3/s2).
+    """
+
+    def __init__(self, in_channels, embed_dims, kernel_size, stride):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size, stride,
+                              padding=kernel_size // 2)
+        self.norm = nn.LayerNorm(embed_dims)
+
+    def forward(self, x):
+        x = self.proj(x)
+        hw = tuple(x.shape[2:])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw
+
+
+class ConvMlp(nn.Module):
+    """PVTv2 MLP: Linear -> depth-wise 3x3 conv -> GELU -> Linear.
+
+    Shapes: x (B, N, C), hw (H, W) -> (B, N, C).
+    """
+
+    def __init__(self, embed_dims, hidden_dims):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+
+    def forward(self, x, hw):
+        x = self.fc1(x)
+        B, N, C = x.shape
+        x = self.dwconv(x.transpose(1, 2).reshape(B, C, *hw)).flatten(2).transpose(1, 2)
+        return self.fc2(self.act(x))
+
+
+class LaViTBlock(nn.Module):
+    """Pre-norm transformer block with a vanilla or a less-attention layer.
+
+    Args:
+        embed_dims (int), num_heads (int), mlp_ratio (float), drop_path (float).
+        less_attention (bool): Use ``LessAttention`` (needs the previous logits) instead of
+            ``VanillaAttention`` (takes an optional residual).
+
+    Shapes:
+        x: (B, N, C); hw: (H, W); logits: (B, h, N, K) — for an LA block the previous
+        block's logits (required), for a VA block the residual logits or None.
+        Returns ``(x (B, N, C), logits (B, h, N, K))``.
+    """
+
+    def __init__(self, embed_dims, num_heads, mlp_ratio, drop_path, less_attention):
+        super().__init__()
+        self.less_attention = less_attention
+        attn_cls = LessAttention if less_attention else VanillaAttention
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.attn = attn_cls(embed_dims, num_heads)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.mlp = ConvMlp(embed_dims, int(embed_dims * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x, hw, logits=None):
+        attn_out, logits = self.attn(self.norm1(x), hw, logits)
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x), hw))
+        return x, logits
+
+
+class LaViTStage(nn.Module):
+    """``downsample`` (patch embedding, None in stage 1), ``attn_downsample`` (residual
+    attention from the previous stage, None in stage 1), ``blocks``."""
+
+    def __init__(self, downsample, attn_downsample, blocks):
+        super().__init__()
+        self.downsample = downsample
+        self.attn_downsample = attn_downsample
+        self.blocks = nn.ModuleList(blocks)
+
+
+@MODELS.register_module()
+class LaViT(BaseBackbone):
+    """LaViT backbone (a reconstruction; see the module docstring).
+
+    Args:
+        arch (str | dict): ``'t'``, ``'s'``, ``'b'`` or a dict with keys ``embed_dims``,
+            ``depths``, ``num_heads``, ``mlp_ratios``, ``num_va_layers`` (per-stage lists;
+            ``1 <= num_va_layers[i] <= depths[i]``; ``num_va_layers == depths`` gives the
+            all-vanilla skeleton).
+        in_channels (int): Input channels.
+        drop_path_rate (float): Stochastic depth, linearly increasing over all blocks.
+        dp_loss_weight (float): Weight of the diagonality-preserving loss; 0 switches it off.
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg, pretrained: see
+            ``BaseBackbone``.
+
+    Shapes:
+        (B, in_channels, H, W), any H, W -> tuple of (B, embed_dims[i], H_i, W_i) for
+        ``out_indices`` with ``H_1 = ceil(H / 4)`` and ``H_{i+1} = ceil(H_i / 2)``.
+
+    Auxiliary loss:
+        Every forward in training mode with ``dp_loss_weight > 0`` (and at least one LA
+        layer) stores ``{'loss_diag': loss}`` for that forward, replacing whatever was stored
+        before; any other forward clears it. ``pop_aux_losses()`` returns the stored dict and
+        clears it, so a value is never handed out twice or after a later forward. The loss is
+        computed from the logits the blocks return, outside activation checkpointing, and is
+        part of the same autograd graph as the features (DDP sees one graph).
+    """
+    arch_settings = {
+        't': dict(embed_dims=[64, 128, 320, 512], depths=[2, 2, 2, 2], num_heads=[1, 2, 5, 8],
+                  mlp_ratios=[8, 8, 4, 4], num_va_layers=[1, 1, 1, 1]),
+        's': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 6, 3], num_heads=[1, 2, 5, 8],
+                  mlp_ratios=[8, 8, 4, 4], num_va_layers=[1, 1, 1, 1]),
+        'b': dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 18, 3],
+                  num_heads=[1, 2, 5, 8], mlp_ratios=[8, 8, 4, 4], num_va_layers=[1, 1, 1, 1]),
+    }
+    arch_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_va_layers')
+    converter = ''  # no official weights were published
+    pretrained_optional_keys = ()  # out_norms are part of the network, also in classification
+
+    def __init__(self, arch='s', in_channels=3, drop_path_rate=0.1, dp_loss_weight=1.0,
+                 out_indices=(3, ), frozen_stages=-1, norm_eval=False, with_cp=False,
+                 init_cfg=None, pretrained=None):
+        super().__init__(arch, out_indices=out_indices, frozen_stages=frozen_stages,
+                         norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg,
+                         pretrained=pretrained)
+        dims, depths = self.arch['embed_dims'], self.arch['depths']
+        heads, va = self.arch['num_heads'], self.arch['num_va_layers']
+        for i, (n_va, depth) in enumerate(zip(va, depths)):
+            if not 1 <= n_va <= depth:
+                raise ValueError(f'LaViT stage {i}: num_va_layers must be in [1, depth={depth}] '
+                                 f'(the first block of a stage computes attention), got {n_va}.')
+        self.embed_dims = list(dims)
+        self.dp_loss = DiagonalityLoss(loss_weight=dp_loss_weight)
+        self._aux_losses = {}
+
+        self.patch_embed = OverlapPatchEmbed(in_channels, dims[0], kernel_size=7, stride=4)
+        rates = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            blocks = [
+                LaViTBlock(dims[i], heads[i], self.arch['mlp_ratios'][i],
+                           rates[sum(depths[:i]) + j], less_attention=j >= va[i])
+                for j in range(depth)
+            ]
+            if i == 0:
+                self.stages.append(LaViTStage(None, None, blocks))
+            else:
+                self.stages.append(LaViTStage(
+                    OverlapPatchEmbed(dims[i - 1], dims[i], kernel_size=3, stride=2),
+                    ResidualAttentionDownsample(heads[i - 1], heads[i]), blocks))
+        self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self._freeze_stages()
+
+    @property
+    def dp_loss_weight(self):
+        return self.dp_loss.loss_weight
+
+    def init_weights(self):
+        """PVTv2 initialisation, user ``init_cfg`` on top, then Theta/Psi set to identity;
+        a ``Pretrained`` init_cfg loads the checkpoint instead."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            return super().init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, val=1.0, bias=0.)
+            elif isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                normal_init(m, mean=0, std=(2.0 / fan_out) ** 0.5, bias=0)
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, LessAttention):
+                m.init_identity()
+
+    def forward(self, x):
+        self._aux_losses = {}
+        with_dp_loss = self.training and self.dp_loss_weight > 0
+        la_logits, la_hws = [], []
+        outs = []
+        logits = None
+        for i, stage in enumerate(self.stages):
+            if i == 0:
+                x, hw = self.patch_embed(x)
+                incoming = None
+            else:
+                incoming = stage.attn_downsample(logits, hw)
+                x, hw = stage.downsample(x)
+            for j, block in enumerate(stage.blocks):
+                if block.less_attention:
+                    incoming = logits
+                elif j > 0:  # only the first VA block of a stage gets the residual
+                    incoming = None
+                x, logits = self.run_block(block, x, hw, incoming)
+                if with_dp_loss and block.less_attention:
+                    la_logits.append(logits)
+                    la_hws.append(hw)
+            x = self.out_norms[i](x)
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+            if i in self.out_indices:
+                outs.append(x)
+        if la_logits:
+            self._aux_losses = {self.dp_loss.loss_name: self.dp_loss(la_logits, la_hws)}
+        return tuple(outs)
+
+    def pop_aux_losses(self):
+        """Auxiliary losses of the latest forward (``{'loss_diag': tensor}`` or ``{}``);
+        cleared on return."""
+        losses, self._aux_losses = self._aux_losses, {}
+        return losses
