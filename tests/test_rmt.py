@@ -1,0 +1,335 @@
+"""RMT: Manhattan self-attention vs the plain oracle, backbone API, converter, configs."""
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmvit_ext.models.backbones.rmt import RMT
+from mmvit_ext.models.layers import (DecomposedManhattanSelfAttention, ManhattanRelPos,
+                                     ManhattanSelfAttention)
+from mmvit_ext.registry import MODELS
+from tests.oracles import rmt as oracle
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [(7, 7), (9, 13), (14, 14), (5, 8)]
+# Small custom arch covering both attention forms, layer scales and non-square head splits.
+TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
+            mlp_ratios=[2, 3, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
+            decomposed=[True, False, True, False], layer_scales=[False, False, True, True])
+
+
+def load_converter():
+    path = ROOT / 'tools/model_converters/rmt_to_mmvit.py'
+    spec = importlib.util.spec_from_file_location('rmt_to_mmvit', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@torch.no_grad()
+def randomize_(module, seed=0):
+    """Give every parameter and BN statistic a distinct random value (0.2-scale weights, so
+    attention scores are far from uniform), keeping the derived Relpos buffers."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, tensor in module.state_dict().items():
+        if not tensor.is_floating_point() or 'Relpos' in name:
+            continue
+        if name.endswith('running_var'):
+            tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+        else:
+            tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.2)
+    return module
+
+
+# -- relative-position package ---------------------------------------------------------------
+def test_decay_and_angle_values_from_spec():
+    # RMT-S stage 1: N=4, a=2, b=4 -> gamma = 1 - 2^-(2, 3, 4, 5)
+    rel_pos = ManhattanRelPos(64, 4, initial_value=2, heads_range=4)
+    torch.testing.assert_close(rel_pos.decay.exp(), torch.tensor([0.75, 0.875, 0.9375, 0.96875]))
+    spec_angles = torch.tensor([1, 0.2683, 0.07197, 0.01931, 0.005179, 0.001389, 3.728e-4, 1e-4])
+    torch.testing.assert_close(rel_pos.angle, spec_angles.repeat_interleave(2), rtol=1e-3,
+                               atol=0)
+    # N=16, b=6: exponents 2, 2.375, ..., 7.625
+    gamma = ManhattanRelPos(512, 16, 2, 6).decay.exp()
+    assert gamma[0].item() == pytest.approx(0.75)
+    assert gamma[-1].item() == pytest.approx(0.99493, abs=1e-5)
+    # d=32: 16 frequencies from 1 to 1e-4, end point included
+    angle = ManhattanRelPos(256, 8, 2, 6).angle
+    assert angle.numel() == 32
+    assert angle[0].item() == 1 and angle[-1].item() == pytest.approx(1e-4)
+
+
+def test_rel_pos_matches_oracle_and_is_cached():
+    ours = ManhattanRelPos(24, 3, 2, 5)
+    ref = oracle.RetNetRelPos2d(24, 3, 2, 5)
+    x = torch.zeros(1)
+    for H, W in SIZES:
+        sin, cos, (mask_w, mask_h) = ours(H, W, True, like=x)
+        (ref_sin, ref_cos), (ref_h, ref_w) = ref(H, W, True)
+        torch.testing.assert_close(sin.squeeze(2), ref_sin)
+        torch.testing.assert_close(cos.squeeze(2), ref_cos)
+        torch.testing.assert_close(mask_w, ref_w)
+        torch.testing.assert_close(mask_h.view(W, 3, H, H), ref_h.expand(W, 3, H, H))
+        _, _, mask = ours(H, W, False, like=x)
+        torch.testing.assert_close(mask, ref(H, W, False)[1])
+    # same size, device and dtype: the very same tensors; another size: rebuilt
+    first = ours(9, 13, True, like=x)
+    assert ours(9, 13, True, like=x) is first
+    assert ours(9, 12, True, like=x) is not first
+    assert ours(9, 12, True, like=x.double())[0].dtype == torch.float64
+    # derived constants are not part of any checkpoint
+    assert not ours.state_dict()
+    assert not [k for k in RMT(TINY).state_dict() if 'rel_pos' in k]
+
+
+# -- attention vs oracle -----------------------------------------------------------------------
+@pytest.mark.parametrize('decomposed', [True, False])
+@pytest.mark.parametrize('training', [False, True])
+def test_attention_matches_oracle(decomposed, training):
+    torch.manual_seed(0)
+    C, N = 48, 3
+    ours_cls = DecomposedManhattanSelfAttention if decomposed else ManhattanSelfAttention
+    ref_cls = oracle.VisionRetentionChunk if decomposed else oracle.VisionRetentionAll
+    ours = randomize_(ours_cls(C, N)).train(training)
+    ref = ref_cls(C, N).train(training)
+    ref.load_state_dict({k.replace('lce.', 'lepe.conv.'): v for k, v in ours.state_dict().items()})
+    rel_pos, ref_rel_pos = ManhattanRelPos(C, N, 2, 6), oracle.RetNetRelPos2d(C, N, 2, 6)
+    for H, W in SIZES:
+        x = torch.randn(2, H, W, C, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_()
+        out = ours(x, rel_pos(H, W, decomposed, like=x))
+        out_ref = ref(x_ref, ref_rel_pos(H, W, decomposed))
+        torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-5)
+        weight = torch.randn_like(out)
+        (out * weight).sum().backward()
+        (out_ref * weight).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-5)
+
+
+def test_attention_modules_registered():
+    attn = MODELS.build(dict(type='mmvit_ext.DecomposedManhattanSelfAttention', embed_dims=32,
+                             num_heads=2))
+    rel_pos = MODELS.build(dict(type='mmvit_ext.ManhattanRelPos', embed_dims=32, num_heads=2))
+    x = torch.randn(1, 5, 6, 32)
+    assert attn(x, rel_pos(5, 6, True, like=x)).shape == x.shape
+    full = MODELS.build(dict(type='mmvit_ext.ManhattanSelfAttention', embed_dims=32,
+                             num_heads=2))
+    assert full(x, rel_pos(5, 6, False, like=x)).shape == x.shape
+
+
+# -- backbone --------------------------------------------------------------------------------
+@pytest.mark.parametrize('training', [False, True])
+def test_backbone_matches_oracle(training):
+    torch.manual_seed(0)
+    model = randomize_(RMT(TINY, out_indices=(0, 1, 2, 3),
+                           out_norm_cfg=dict(type='LN', eps=1e-5))).train(training)
+    ref = oracle.oracle_model(model)
+    for H, W in [(64, 64), (45, 71)]:
+        x = torch.randn(2, 3, H, W)
+        outs, ref_outs = model(x), ref(x)
+        assert len(outs) == 4
+        for out, ref_out in zip(outs, ref_outs):
+            torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
+
+
+def test_out_indices_shapes_and_strides():
+    model = RMT(TINY, out_indices=(0, 1, 2, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(1, 16, 16, 24), (1, 32, 8, 12), (1, 32, 4, 6),
+                                              (1, 48, 2, 3)]
+    with torch.no_grad():
+        outs = RMT(TINY, out_indices=(1, -1)).eval()(torch.randn(1, 3, 33, 50))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 5, 7), (1, 48, 2, 2)]
+
+
+def test_norm_eval_freezes_bn_statistics():
+    x = torch.randn(2, 3, 32, 32)
+    # SyncBN (the det/seg norm) included: norm_eval keeps it in eval mode, so it runs on CPU
+    model = RMT(TINY, norm_cfg=dict(type='SyncBN'), norm_eval=True).train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if 'running' in k}
+    model(x)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model = RMT(TINY, norm_eval=False).train()
+    model(x)
+    assert not torch.equal(model.patch_embed[1].running_mean, torch.zeros(8))
+
+
+def test_frozen_stages():
+    model = RMT(TINY, frozen_stages=2, out_indices=(0, 1, 2, 3),
+                out_norm_cfg=dict(type='LN')).train()
+    for module in (model.patch_embed, model.stages[0], model.stages[1], model.out_norms[0]):
+        assert not module.training
+        assert not any(p.requires_grad for p in module.parameters())
+    assert all(p.requires_grad for p in model.stages[2].parameters())
+    assert model.stages[2].training
+    mean = model.patch_embed[1].running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(mean, model.patch_embed[1].running_mean)
+
+
+def test_with_cp_same_output_and_grad():
+    torch.manual_seed(0)
+    plain = randomize_(RMT(TINY, out_indices=(0, 3))).train()
+    ckpt = RMT(TINY, out_indices=(0, 3), with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 40)
+    outs = [m(x) for m in (plain, ckpt)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+    for out in outs:
+        sum(o.square().sum() for o in out).backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_get_layer_depth():
+    model = RMT(TINY)  # 5 blocks -> 7 layer ids
+    assert model.get_layer_depth('backbone.patch_embed.0.weight', 'backbone.') == (0, 7)
+    assert model.get_layer_depth('backbone.stages.0.blocks.0.attn.q_proj.weight',
+                                 'backbone.') == (1, 7)
+    assert model.get_layer_depth('backbone.stages.2.downsample.conv.weight', 'backbone.')[0] == 3
+    assert model.get_layer_depth('backbone.stages.3.blocks.0.ffn.fc1.weight', 'backbone.')[0] == 5
+    assert model.get_layer_depth('head.fc.weight', 'backbone.')[0] == 6
+
+
+def test_bad_arch_and_checkpoint_errors(tmp_path):
+    with pytest.raises(ValueError, match='Unknown RMT arch "x"'):
+        RMT('x')
+    bad = dict(TINY)
+    bad.pop('heads_ranges')
+    with pytest.raises(ValueError, match='heads_ranges'):
+        RMT(bad)
+    missing = str(tmp_path / 'rmt-t_in1k.pth')
+    with pytest.raises(FileNotFoundError, match='rmt_to_mmvit.py'):
+        RMT(TINY, init_cfg=dict(type='Pretrained', checkpoint=missing)).init_weights()
+    other = dict(TINY, embed_dims=[16, 32, 32, 64], num_heads=[2, 2, 4, 4])
+    path = str(tmp_path / 'other.pth')
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in RMT(other).state_dict().items()}},
+               path)
+    with pytest.raises(RuntimeError, match='shape mismatches'):
+        RMT(TINY, init_cfg=dict(type='Pretrained', checkpoint=path,
+                                prefix='backbone.')).init_weights()
+
+
+# -- converter -------------------------------------------------------------------------------
+def test_convert_classifier_round_trip():
+    converter = load_converter()
+    torch.manual_seed(0)
+    official = randomize_(oracle.VisRetNet(TINY, num_classes=10)).eval()
+    state_dict = official.state_dict()
+    converted, arch, kind = converter.convert(state_dict, TINY)
+    assert kind == 'classifier' and arch == TINY
+    classifier = converter.build_classifier(arch, 10)
+    classifier.load_state_dict(converted)  # strict
+    classifier.eval()
+    x = torch.randn(2, 3, 45, 61)
+    with torch.no_grad():
+        torch.testing.assert_close(classifier(x, mode='tensor'), official(x), rtol=0, atol=1e-5)
+    # our classifier wrapped by the oracle computes the same function
+    with torch.no_grad():
+        ref = oracle.oracle_model(classifier).eval()
+        torch.testing.assert_close(ref(x, mode='tensor'), official(x), rtol=0, atol=1e-5)
+
+
+def test_convert_dense_checkpoint_round_trip(tmp_path):
+    converter = load_converter()
+    torch.manual_seed(0)
+    official = randomize_(oracle.VisRetNet(TINY, num_classes=None)).eval()
+    state_dict = {'backbone.' + k: v for k, v in official.state_dict().items()}
+    others = {'neck.lateral_convs.0.conv.weight': torch.randn(8, 16, 1, 1),
+              'decode_head.conv_seg.bias': torch.randn(150)}
+    state_dict.update(others)
+    converted, _, kind = converter.convert(state_dict, TINY)
+    assert kind == 'dense'
+    for key, value in others.items():
+        assert converted[key] is value
+    assert 'backbone.out_norms.3.weight' in converted
+    path = str(tmp_path / 'det.pth')
+    torch.save({'state_dict': converted}, path)
+    model = RMT(TINY, out_indices=(0, 1, 2, 3), out_norm_cfg=dict(type='LN', eps=1e-5),
+                init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    model.init_weights()
+    model.eval()
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        for ours, ref in zip(model(x), official(x)):
+            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+def test_converter_rejects_bad_checkpoints():
+    converter = load_converter()
+    state_dict = oracle.VisRetNet(TINY, num_classes=10).state_dict()
+    wrong = dict(state_dict)
+    wrong['layers.2.Relpos.decay'] = wrong['layers.2.Relpos.decay'] * 1.01
+    with pytest.raises(ValueError, match='layers.2.Relpos.decay'):
+        converter.convert(wrong, TINY)
+    extra = dict(state_dict, **{'aux_head.weight': torch.zeros(10, 48)})
+    with pytest.raises(KeyError, match='aux_head.weight'):
+        converter.convert(extra, TINY)
+    with pytest.raises(ValueError, match='No official RMT variant'):
+        converter.convert(state_dict)  # TINY is not an official variant
+
+
+def _official_state_dict(name, seed):
+    """Real-valued official state_dict of a full-size variant, built without the slow init."""
+    arch = RMT.arch_settings[name]
+    with torch.device('meta'):
+        model = oracle.VisRetNet(arch)
+    gen = torch.Generator().manual_seed(seed)
+    state_dict = {k: torch.randn(v.shape, generator=gen) if v.is_floating_point() else
+                  torch.zeros(v.shape, dtype=v.dtype) for k, v in model.state_dict().items()}
+    for i in range(4):
+        rel_pos = oracle.RetNetRelPos2d(arch['embed_dims'][i], arch['num_heads'][i],
+                                        arch['init_values'][i], arch['heads_ranges'][i])
+        state_dict[f'layers.{i}.Relpos.decay'] = rel_pos.decay
+        state_dict[f'layers.{i}.Relpos.angle'] = rel_pos.angle
+    return state_dict
+
+
+def test_converter_cli_entry_and_arch_inference(tmp_path, monkeypatch):
+    converter = load_converter()
+    model, ema = _official_state_dict('T', 0), _official_state_dict('T', 1)
+    assert len(model) == 374  # spec section 3
+    src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'rmt-t_in1k.pth'
+    torch.save({'model': model, 'model_ema': ema, 'epoch': 299}, src)
+    monkeypatch.setattr('sys.argv', ['rmt_to_mmvit.py', str(src), str(dst), '--entry',
+                                     'model_ema'])
+    converter.main()
+    out = torch.load(dst, map_location='cpu', weights_only=False)
+    assert out['meta']['arch'] == 'RMT-T'
+    converted = out['state_dict']
+    with torch.device('meta'):
+        keys = set(converter.build_classifier(RMT.arch_settings['T'], 1000).state_dict())
+    assert set(converted) == keys
+    assert torch.equal(converted['head.fc.weight'], ema['head.weight'])
+    assert torch.equal(converted['backbone.stages.3.downsample.conv.weight'],
+                       ema['layers.2.downsample.reduction.weight'])
+    assert torch.equal(converted['backbone.stages.2.blocks.7.attn.lce.weight'],
+                       ema['layers.2.blocks.7.retention.lepe.conv.weight'])
+
+
+# -- configs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize('variant,params', [('t', 14_334_216), ('s', 26_967_240),
+                                            ('b', 54_154_896), ('l', 95_464_864)])
+def test_classifier_param_counts(variant, params):
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    from mmpretrain.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(str(ROOT / f'configs/rmt/rmt-{variant}_8xb128_in1k.py'))
+    with torch.device('meta'):
+        model = PRETRAIN_MODELS.build(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) == params
+    if variant == 's':
+        assert Config.fromfile(str(ROOT / 'configs/rmt/rmt-s_in1k.py')).model == cfg.model
+
+
+def test_decomposed_flag_per_variant():
+    assert [s.decomposed for s in RMT('t').stages] == [True, True, False, False]
+    with torch.device('meta'):
+        model = RMT('l')
+    assert [s.decomposed for s in model.stages] == [True, True, True, False]
+    assert math.isclose(model.stages[2].blocks[0].ls1.weight.numel(), 448)
