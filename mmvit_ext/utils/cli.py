@@ -1,0 +1,125 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config of any of the three
+toolboxes, checking the data is where the config says, and CPU-friendly distributed setup."""
+import importlib
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+# default_scope -> (package, what the toolbox calls its runner entry, dump metric for --out)
+TOOLBOXES = {
+    'mmpretrain': dict(dump_metric='DumpResults'),
+    'mmdet': dict(dump_metric='DumpDetResults'),
+    'mmseg': dict(dump_metric=None),  # mmseg --out writes PNGs through IoUMetric.output_dir
+}
+
+# How to get each dataset when its root is missing.
+DATASET_HINTS = {
+    'ImageNet': 'the ImageNet-1k folders train/ and val/ (class sub-folders or meta/*.txt lists); '
+                'see https://image-net.org and mmpretrain docs "Prepare dataset"',
+    'CocoDataset': 'COCO 2017: train2017/, val2017/ and annotations/instances_*2017.json from '
+                   'cocodataset.org',
+    'ADE20KDataset': 'ADEChallengeData2016 (images/ and annotations/ with training/ and '
+                     'validation/) from the MIT scene-parsing benchmark',
+}
+DEMO_HINT = ('For a quick run without the real data: `python tools/generate_demo_data.py` and a '
+             'config of configs/demo/.')
+
+
+def add_common_args(parser):
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='the directory to save logs and checkpoints')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, xxx=yyy format (e.g. model.backbone.arch=S)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torchrun passes --local-rank (or LOCAL_RANK); older launchers --local_rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args):
+    """Load ``args.config``, apply overrides and the work dir; fail clearly on a bad file."""
+    if not osp.isfile(args.config):
+        raise SystemExit(f'Config file not found: {args.config}. Configs live under configs/ '
+                         f'(e.g. configs/rmt/rmt-s_in1k.py, configs/demo/).')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in TOOLBOXES:
+        raise SystemExit(f'{args.config}: default_scope is {scope!r}; this tool runs configs '
+                         f'whose default_scope is one of {", ".join(TOOLBOXES)} (set it in the '
+                         f'config or inherit a configs/_base_/default_runtime_*.py).')
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
+    import mmvit_ext.models  # noqa: F401  registers this package's modules
+    cfg.launcher = args.launcher
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def _datasets(dataset_cfg):
+    """Yield the leaf dataset configs of possibly wrapped datasets (Repeat/Concat/...)."""
+    if dataset_cfg is None:
+        return
+    if 'datasets' in dataset_cfg:
+        for sub in dataset_cfg['datasets']:
+            yield from _datasets(sub)
+    elif 'dataset' in dataset_cfg:
+        yield from _datasets(dataset_cfg['dataset'])
+    else:
+        yield dataset_cfg
+
+
+def check_data(cfg, dataloaders):
+    """Stop with a message that names the expected path when a dataset root is missing."""
+    for name in dataloaders:
+        loader = cfg.get(name)
+        if not loader:
+            continue
+        for ds in _datasets(loader.get('dataset')):
+            root = ds.get('data_root') or ''
+            paths = [root] if root else []
+            ann = ds.get('ann_file')
+            if ann:
+                paths.append(osp.join(root, ann))
+            for path in paths:
+                if path and not osp.exists(path):
+                    kind = ds.get('type', 'dataset')
+                    hint = DATASET_HINTS.get(str(kind).split('.')[-1],
+                                             'the dataset in the layout the config describes')
+                    raise SystemExit(
+                        f'{name}: {kind} expects "{path}", which does not exist. Put {hint} '
+                        f'there (a symlink is fine), or point the config at it with '
+                        f'--cfg-options {name}.dataset.data_root=/path/to/data. {DEMO_HINT}')
+
+
+def setup_distributed(cfg):
+    """Make ``--launcher pytorch`` work on machines without a GPU.
+
+    mmengine's init_dist always picks a CUDA device and wraps the model with
+    ``device_ids=[LOCAL_RANK]``; without CUDA we start a gloo group ourselves (the Runner then
+    skips init_dist) and wrap without device ids.
+    """
+    import torch
+    import torch.distributed as dist
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    dist.init_process_group(backend='gloo')
+    wrapper = dict(type='MMDistributedDataParallel', device_ids=None,
+                   broadcast_buffers=False,
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.update(cfg.get('model_wrapper_cfg') or {})
+    cfg.model_wrapper_cfg = wrapper
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+
+def build_runner(cfg):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

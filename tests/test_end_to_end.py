@@ -1,0 +1,106 @@
+"""Train, checkpoint, resume and evaluate every task through tools/train.py and tools/test.py
+on the generated demo data, and train on two CPU processes through torchrun."""
+import glob
+import os.path as osp
+import re
+
+import pytest
+import torch
+
+from .conftest import REPO, run_tool
+
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+TEST = osp.join(REPO, 'tools', 'test.py')
+DEMO = osp.join(REPO, 'configs', 'demo')
+CLS_CFG = osp.join(DEMO, 'rmt-nano_1xb32_demo-cls.py')
+DET_CFG = osp.join(DEMO, 'mask-rcnn_rmt-nano_fpn_demo-coco.py')
+SEG_CFG = osp.join(DEMO, 'fpn_rmt-nano_1xb8_demo-ade.py')
+
+pytestmark = pytest.mark.slow
+
+
+def last_metric(output, name):
+    """The last value logged for ``name`` (e.g. ``accuracy/top1``)."""
+    values = re.findall(rf'{re.escape(name)}: ([0-9.]+)', output)
+    assert values, f'no "{name}" in the output:\n{output[-3000:]}'
+    return float(values[-1])
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def test_classification_train_resume_test(demo_root):
+    work = str(demo_root / 'work_cls')
+    out = check(run_tool([TRAIN, CLS_CFG, '--work-dir', work,
+                          '--cfg-options', 'train_cfg.max_epochs=2'], demo_root))
+    assert osp.isfile(osp.join(work, 'epoch_2.pth')), out[-2000:]
+    # resume from the latest checkpoint and finish the config's schedule
+    out = check(run_tool([TRAIN, CLS_CFG, '--work-dir', work, '--resume'], demo_root))
+    assert 'resumed epoch: 2' in out
+    assert 'Epoch(train)   [1]' not in out and 'Epoch(train) [1]' not in out
+    final = sorted(glob.glob(osp.join(work, 'epoch_*.pth')),
+                   key=lambda p: int(re.findall(r'\d+', osp.basename(p))[0]))[-1]
+    out = check(run_tool([TEST, CLS_CFG, final, '--work-dir', work,
+                          '--out', osp.join(work, 'preds.pkl')], demo_root))
+    top1 = last_metric(out, 'accuracy/top1')
+    assert top1 >= 60.0, f'top-1 {top1} on 4 balanced classes (chance 25)'
+    assert osp.getsize(osp.join(work, 'preds.pkl')) > 0
+
+
+def test_detection_train_test_prints_coco_maps(demo_root):
+    work = str(demo_root / 'work_det')
+    check(run_tool([TRAIN, DET_CFG, '--work-dir', work], demo_root))
+    ckpts = glob.glob(osp.join(work, 'epoch_*.pth'))
+    assert ckpts
+    ckpt = max(ckpts, key=lambda p: int(re.findall(r'\d+', osp.basename(p))[0]))
+    out = check(run_tool([TEST, DET_CFG, ckpt, '--work-dir', work], demo_root))
+    bbox, segm = last_metric(out, 'coco/bbox_mAP'), last_metric(out, 'coco/segm_mAP')
+    # a detector that has learnt nothing scores ~0.0 mAP
+    assert bbox >= 0.15 and segm >= 0.15, (bbox, segm)
+
+
+def test_segmentation_train_test_beats_chance(demo_root):
+    work = str(demo_root / 'work_seg')
+    check(run_tool([TRAIN, SEG_CFG, '--work-dir', work], demo_root))
+    ckpt = osp.join(work, 'iter_{}.pth')
+    ckpts = glob.glob(ckpt.format('*'))
+    assert ckpts
+    ckpt = max(ckpts, key=lambda p: int(re.findall(r'\d+', osp.basename(p))[0]))
+    out = check(run_tool([TEST, SEG_CFG, ckpt, '--work-dir', work], demo_root))
+    miou = last_metric(out, 'mIoU')
+    # all-background prediction gives about 0.8 / 4 = 20 mIoU on this set
+    assert miou >= 45.0, miou
+
+
+def test_two_process_cpu_torchrun(demo_root, tmp_path):
+    probe_dir = tmp_path / 'probe'
+    probe_dir.mkdir()
+    cfg = tmp_path / 'dist_cls.py'
+    cfg.write_text(
+        f"_base_ = [{CLS_CFG!r}]\n"
+        f"custom_imports = dict(imports=['mmvit_ext', 'tests.dist_probe'], "
+        f"allow_failed_imports=False)\n"
+        f"custom_hooks = [dict(type='RankProbeHook', out_dir={str(probe_dir)!r})]\n"
+        f"train_cfg = dict(max_epochs=1, val_interval=1)\n"
+        f"train_dataloader = dict(batch_size=8)\n"
+        f"default_hooks = dict(checkpoint=dict(save_best=None))\n")
+    out = check(run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+                          '--master_port=29533', TRAIN, str(cfg), '--launcher', 'pytorch',
+                          '--work-dir', str(tmp_path / 'work')], demo_root))
+    ranks = [torch.load(probe_dir / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+    for r, probe in enumerate(ranks):
+        assert probe['rank'] == r and probe['world_size'] == 2, out[-2000:]
+        assert probe['wrapped'] == 'MMDistributedDataParallel'
+        assert len(probe['samples']) > 0
+    # the distributed sampler splits the data: both ranks trained, on different images
+    assert not set(ranks[0]['samples']) & set(ranks[1]['samples'])
+    state0, state1 = ranks[0]['state_dict'], ranks[1]['state_dict']
+    assert state0.keys() == state1.keys()
+    for key in state0:
+        if state0[key].is_floating_point() and 'running_' not in key:
+            torch.testing.assert_close(state0[key], state1[key], rtol=0, atol=0, msg=key)
+    # and training moved the weights away from their (rank-0 broadcast) initial values
+    initial = ranks[0]['initial_state_dict']
+    assert any(not torch.equal(initial[k], state0[k]) for k in state0 if 'weight' in k)

@@ -1,0 +1,70 @@
+"""Train a model of any of mmpretrain / mmdet / mmsegmentation (dispatch on default_scope).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+    torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch   # GPUs: NCCL, CPU: gloo
+
+Flags mean what they mean in the upstream tools; ``--resume`` without a path resumes from the
+latest checkpoint of the work dir (mmdet/mmpretrain semantics; mmseg's boolean flag is the same
+as giving no path).
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone, too
+
+from mmvit_ext.utils.cli import add_common_args, build_runner, check_data, load_config, \
+    setup_distributed  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    add_common_args(parser)
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CKPT, or from the latest checkpoint in the work dir '
+                             'when no path is given')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr linearly with the actual total batch size')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='skip validation during training')
+    return parser.parse_args(argv)
+
+
+def apply_train_args(cfg, args):
+    if args.amp:
+        wrapper = cfg.optim_wrapper
+        if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config.')
+        else:
+            wrapper.type = 'AmpOptimWrapper'
+            wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if not scale or 'base_batch_size' not in scale:
+            raise SystemExit('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` '
+                             'in the config (the batch size its lr was set for).')
+        scale.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if loader and not loader.get('num_workers'):
+            loader.persistent_workers = False  # torch refuses it without workers
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args)
+    apply_train_args(cfg, args)
+    check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
+    setup_distributed(cfg)
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
