@@ -1,0 +1,8 @@
+# LaViT-S variant of fpn_lavit-t_8xb2-80k_ade20k-512x512.py (same task recipe, drop path 0.1).
+_base_ = './fpn_lavit-t_8xb2-80k_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(
+        arch='s',
+        drop_path_rate=0.1,
+        init_cfg=dict(checkpoint='checkpoints/lavit-s_in1k.pth')))
