@@ -66,7 +66,7 @@ class CpuPeakMemory:
                 f.write('5')
             self._status('VmHWM')
             self.libc = ctypes.CDLL(None)
-            self.libc.mallopt
+            self.libc.mallopt, self.libc.malloc_trim  # glibc only
         except (OSError, AttributeError, TypeError) as err:
             self.reason = f'peak RSS not measurable here ({err})'
 
@@ -92,10 +92,12 @@ class CpuPeakMemory:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')
         before = self._status('VmRSS')
-        result = fn()
-        peak = self._status('VmHWM') - before
-        # glibc's own steady state for the timed runs (freed blocks up to 32 MiB are reused).
-        self._mmap_threshold(32 * 1024 * 1024)
+        try:
+            result = fn()
+            peak = self._status('VmHWM') - before
+        finally:
+            # glibc's own steady state for the timed runs (freed blocks up to 32 MiB reused).
+            self._mmap_threshold(32 * 1024 * 1024)
         return result, max(peak, 0)
 
 

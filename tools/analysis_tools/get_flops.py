@@ -21,7 +21,10 @@ Inputs, per ``default_scope``:
 * ``mmdet`` / ``mmseg``: as their own get_flops tools, one synthetic image is passed through the
   data preprocessor and the model's tensor-mode ``_forward`` is counted (mmseg drops the
   auxiliary head, unused at inference); defaults ``--shape 1280 800`` (mmdet) and ``512 512``
-  (mmseg). Backbone-only figures on the same preprocessed input are printed as well.
+  (mmseg). Backbone-only figures on the same preprocessed input are printed as well. Two-stage
+  detectors' RoI heads run on the proposals of the randomly initialised model (mmdet's tensor
+  mode caps the mask head at 100 RoIs), so their share varies a little with the seed, as with
+  mmdet's own tool; RoIAlign and NMS are not counted.
 
 No checkpoint is needed: ``init_cfg`` of the backbone and any ``pretrained`` are cleared, and
 SyncBN is reverted to BN.
@@ -155,11 +158,9 @@ def build_model(cfg):
     import importlib
 
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.utils import import_modules_from_strings
 
-    import mmvit_ext  # noqa: F401  (registers the mmvit_ext modules)
-    if cfg.get('custom_imports'):
-        import_modules_from_strings(**cfg.custom_imports)
+    import mmvit_ext  # noqa: F401  (registers the mmvit_ext modules; custom_imports of the
+    # config were imported by Config.fromfile)
     scope = cfg.default_scope
     importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
     registry = importlib.import_module(f'{scope}.registry').MODELS
@@ -211,6 +212,7 @@ def analyse(cfg, shape=None, backbone_only=False):
     """Return ``(input_shape, [result, ...])``: one result per counted module."""
     scope = cfg.default_scope
     shape = tuple(shape or DEFAULT_SHAPES[scope])
+    torch.manual_seed(0)
     model = build_model(cfg)
     results = []
     if scope == 'mmpretrain':
