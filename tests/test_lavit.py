@@ -129,7 +129,7 @@ def test_any_input_size(size):
 def test_all_vanilla_skeleton_and_parameter_accounting():
     """LaViT = all-VA skeleton - Q/K of every LA layer + Theta/Psi of every LA layer."""
     model = LaViT(arch=dict(TINY))
-    skeleton = LaViT(arch=dict(TINY, num_va_layers=TINY['depths']))
+    skeleton = LaViT(arch=dict(TINY), num_va_layers=TINY['depths'])
     arch = skeleton.arch
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     expected = count(skeleton)
@@ -211,7 +211,9 @@ def test_arch_errors():
     with pytest.raises(ValueError, match='num_va_layers must be in'):
         LaViT(arch=dict(TINY, num_va_layers=[1, 4, 1, 1]))
     with pytest.raises(ValueError, match='num_va_layers must be in'):
-        LaViT(arch=dict(TINY, num_va_layers=[0, 1, 1, 1]))
+        LaViT(arch=dict(TINY), num_va_layers=[0, 1, 1, 1])
+    with pytest.raises(ValueError, match='one entry per stage'):
+        LaViT(arch='t', num_va_layers=[2, 2, 2])
     with pytest.raises(ValueError, match='divisible'):
         LaViT(arch=dict(TINY, num_heads=[3, 2, 3, 4]))
     for name, depths in (('T', [2, 2, 2, 2]), ('s', [3, 4, 6, 3]), ('B', [3, 4, 18, 3])):

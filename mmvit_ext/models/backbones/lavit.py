@@ -117,6 +117,9 @@ class LaViT(BaseBackbone):
             ``depths``, ``num_heads``, ``mlp_ratios``, ``num_va_layers`` (per-stage lists;
             ``1 <= num_va_layers[i] <= depths[i]``; ``num_va_layers == depths`` gives the
             all-vanilla skeleton).
+        num_va_layers (Sequence[int], optional): Overrides ``arch['num_va_layers']``, e.g.
+            ``num_va_layers=[3, 4, 6, 3]`` (the depths of ``'s'``) for LaViT-S's all-vanilla
+            skeleton, one ``--cfg-options`` away from any config.
         in_channels (int): Input channels.
         drop_path_rate (float): Stochastic depth, linearly increasing over all blocks.
         dp_loss_weight (float): Weight of the diagonality-preserving loss; 0 switches it off.
@@ -147,12 +150,17 @@ class LaViT(BaseBackbone):
     converter = ''  # no official weights were published
     pretrained_optional_keys = ()  # out_norms are part of the network, also in classification
 
-    def __init__(self, arch='s', in_channels=3, drop_path_rate=0.1, dp_loss_weight=1.0,
-                 out_indices=(3, ), frozen_stages=-1, norm_eval=False, with_cp=False,
-                 init_cfg=None, pretrained=None):
+    def __init__(self, arch='s', num_va_layers=None, in_channels=3, drop_path_rate=0.1,
+                 dp_loss_weight=1.0, out_indices=(3, ), frozen_stages=-1, norm_eval=False,
+                 with_cp=False, init_cfg=None, pretrained=None):
         super().__init__(arch, out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg,
                          pretrained=pretrained)
+        if num_va_layers is not None:
+            if len(num_va_layers) != len(self.arch['depths']):
+                raise ValueError(f'num_va_layers needs one entry per stage '
+                                 f'({len(self.arch["depths"])}), got {list(num_va_layers)}.')
+            self.arch['num_va_layers'] = list(num_va_layers)
         dims, depths = self.arch['embed_dims'], self.arch['depths']
         heads, va = self.arch['num_heads'], self.arch['num_va_layers']
         for i, (n_va, depth) in enumerate(zip(va, depths)):
