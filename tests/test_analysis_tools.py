@@ -221,6 +221,9 @@ def test_einsum_and_matmul_handles_are_exact():
     # Broadcast batch dims on the second operand only.
     total, _, _ = flops_of(torch.matmul, torch.randn(5, 4), torch.randn(2, 3, 4, 6))
     assert total == 2 * 3 * 5 * 4 * 6
+    total, _, _ = flops_of(torch.baddbmm, torch.randn(3, 5, 6), torch.randn(3, 5, 4),
+                           torch.randn(3, 4, 6))
+    assert total == 3 * 5 * 4 * 6
     # Linear and convolution are counted by mmengine itself.
     total, _, _ = flops_of(nn.Conv2d(3, 8, 3, padding=1), torch.randn(1, 3, 6, 5))
     assert total == 8 * 3 * 9 * 6 * 5

@@ -254,8 +254,9 @@ def format_report(names, sizes, results, diffs, reference='model'):
         if diffs:
             row += f' | {diffs[size]:9.2e}' if size in diffs else f' | {"-":>9}'
         lines.append(row)
-    lines.append('(x vs N: throughput of the model / throughput of N; >1 means the model is '
-                 'faster)')
+    if others:
+        lines.append('(x vs N: throughput of the model / throughput of N; >1 means the model '
+                     'is faster)')
     if len(sizes) > 1:
         first = sizes[0]
         lines.append('')

@@ -12,7 +12,8 @@ backbones use and mmengine misses or miscounts:
 * ``aten::scaled_dot_product_attention``: ``B*h*Lq*Lk*d + B*h*Lq*Lk*dv`` (the two matmuls);
 * ``aten::einsum``: exact multiply-adds of a two-operand contraction (mmengine asks
   ``numpy.einsum_path``, which rounds and allocates the operands);
-* ``aten::matmul``: batch dims broadcast (mmengine uses only the first operand's batch dims).
+* ``aten::matmul``: batch dims broadcast (mmengine uses only the first operand's batch dims);
+* ``aten::baddbmm`` (``c + a @ b``, uncounted by mmengine): the ``a @ b`` multiply-adds.
 
 Inputs, per ``default_scope``:
 
@@ -101,8 +102,15 @@ def matmul_flop_jit(inputs, outputs):
     return math.prod(batch) * a[-2] * a[-1] * b[-1]
 
 
+def baddbmm_flop_jit(inputs, outputs):
+    """Multiply-adds of ``baddbmm(c, a, b)`` (``c + a @ b``, a ``(n, l, m)``, b ``(n, m, p)``)."""
+    (n, l, m), p = _shape(inputs[1]), _shape(inputs[2])[-1]
+    return n * l * m * p
+
+
 EXTRA_FLOP_HANDLES = {
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
+    'aten::baddbmm': baddbmm_flop_jit,
     'aten::einsum': einsum_flop_jit,
     'aten::matmul': matmul_flop_jit,
 }
