@@ -22,9 +22,6 @@ visualizer = dict(
     type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 
-# file I/O backend for images/annotations (None: local disk, inferred from the path)
-backend_args = None
-
 log_level = 'INFO'
 load_from = None
 resume = False

@@ -3,15 +3,8 @@
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmvit_ext'], allow_failed_imports=False)
 
-# mmseg keeps these hooks in its schedule files; here they are the runtime defaults and the
-# schedules under _base_/schedules/ only override the checkpoint interval.
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+# `default_hooks` (incl. SegVisualizationHook) live in the schedule files, as in mmseg, because
+# the checkpoint interval depends on the schedule and sibling bases may not repeat a key.
 
 env_cfg = dict(
     # mmseg default: fixed 512x512 training crops make cudnn autotuning worthwhile
