@@ -1,0 +1,36 @@
+# Demo: Mask R-CNN with a nano RMT backbone on the generated COCO-format shape set; trains from
+# scratch on CPU in a few minutes and is evaluated with the COCO bbox and segm mAP.
+_base_ = [
+    '../_base_/models/mask-rcnn_fpn.py', '../_base_/datasets/demo_coco_instance.py',
+    '../_base_/default_runtime_det.py'
+]
+
+model = dict(
+    backbone=dict(
+        type='mmvit_ext.RMT',
+        arch=dict(embed_dims=[32, 64, 128, 128], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4],
+                  mlp_ratios=[3, 3, 3, 3], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
+                  decomposed=[True, True, True, False],
+                  layer_scales=[False, False, False, False]),
+        out_indices=(0, 1, 2, 3),
+        out_norm_cfg=dict(type='LN', eps=1e-5)),
+    neck=dict(in_channels=[32, 64, 128, 128], out_channels=64),
+    rpn_head=dict(in_channels=64, feat_channels=64),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=64),
+        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=3),
+        mask_roi_extractor=dict(out_channels=64),
+        mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=3)))
+
+optim_wrapper = dict(type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+                     paramwise_cfg=dict(norm_decay_mult=0.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[9], gamma=0.1),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=12)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=4, max_keep_ckpts=1))
+randomness = dict(seed=0)
