@@ -6,9 +6,9 @@ Numerically the official ``EfficientAtt`` (see ``../shared/specs/groupmixformer.
 * the aggregator's depth-wise convs (identity, 3x3, 5x5, 7x7 proxies and the 3x3 conv of the
   non-attention branch, for q, k and v at once) run as ONE depth-wise 7x7 conv over the 3C
   ``qkv`` channels, the smaller kernels zero-padded and the identity segment a delta kernel;
-* the three proxy point-wise convs (shared by q, k, v) and the identity segment run as one
-  block-diagonal Linear; the four proxy BNs are one BN over the 4C/5 proxy channels whose
-  batch statistics pool q, k and v exactly as the official 3B-batch does;
+* the three proxy point-wise convs (shared by q, k, v) run as one batched matmul on strided
+  views; the four proxy BNs are one BN over the 4C/5 proxy channels whose batch statistics
+  pool q, k and v exactly as the official 3B-batch does;
 * the conv relative position encoding's 3x3/5x5/7x7 head groups run as one depth-wise 7x7 conv.
 
 Parameters keep the official shapes (the fused kernels are assembled at every forward, which
@@ -87,12 +87,6 @@ class GroupAggregator(nn.Module):
         return torch.cat([kernel for t in range(3) for kernel in
                           shared + [pad_kernel(weight[t * seg:(t + 1) * seg])]])
 
-    def fused_pw_weight(self):
-        """(4s, 4s) block-diagonal point-wise weight: identity, then the three proxies."""
-        eye = torch.eye(self.seg_dims, dtype=self.branch_pw.weight.dtype,
-                        device=self.branch_pw.weight.device)
-        return torch.block_diag(eye, *(conv.weight.flatten(1) for conv in self.local_pw))
-
     def forward(self, qkv):
         B, H, W, _ = qkv.shape
         seg = self.seg_dims
@@ -100,11 +94,15 @@ class GroupAggregator(nn.Module):
         mixed = F.conv2d(qkv.permute(0, 3, 1, 2), self.fused_dw_kernel(), padding=MAX_KERNEL // 2,
                          groups=3 * self.embed_dims).permute(0, 2, 3, 1)
         mixed = mixed.reshape(B, H, W, 3, 5, seg)
-        proxies = F.linear(mixed[..., :4, :].reshape(B, H, W, 3, 4 * seg),
-                           self.fused_pw_weight())
+        # Point-wise convs of the proxy segments 1-3 (shared by q, k, v): one batched matmul
+        # over the segments, on strided views of the conv output.
+        segments = mixed.view(-1, 5, seg)
+        local = torch.bmm(segments[:, 1:4].transpose(0, 1),
+                          torch.stack([conv.weight.flatten(1).t() for conv in self.local_pw]))
+        proxies = torch.cat([segments[:, :1], local.transpose(0, 1)], dim=1)
         # One BN over (B*H*W*3) samples: the statistics pool q, k and v like the official
         # (3B, s, H, W) batch.
-        proxies = F.hardswish(self.norm(proxies.reshape(-1, 4 * seg, 1, 1)))
+        proxies = F.hardswish(self.norm(proxies.view(-1, 4 * seg, 1, 1)))
         proxies = proxies.view(B, H, W, 3, 4 * seg)
         branch = F.linear(mixed[..., 4, :].reshape(B, H, W, 3 * seg),
                           self.branch_pw.weight.flatten(1))
@@ -120,7 +118,7 @@ class ConvRelPosEnc(nn.Module):
         head_dims (int): Channels d per head.
 
     Shapes:
-        q, v: (B, H, W, h*d), channels head-major -> (B, H, W, h*d).
+        q, v: (B, N, h*d) with N = H*W, channels head-major; H, W -> (B, N, h*d).
     """
 
     def __init__(self, head_dims):
@@ -129,12 +127,13 @@ class ConvRelPosEnc(nn.Module):
             nn.Conv2d(heads * head_dims, heads * head_dims, k, padding=k // 2,
                       groups=heads * head_dims) for k, heads in CRPE_HEAD_SPLIT.items())
 
-    def forward(self, q, v):
+    def forward(self, q, v, H, W):
+        B, N, C = v.shape
         weight = torch.cat([pad_kernel(conv.weight) for conv in self.convs])
         bias = torch.cat([conv.bias for conv in self.convs])
-        conv_v = F.conv2d(v.permute(0, 3, 1, 2), weight, bias, padding=MAX_KERNEL // 2,
-                          groups=weight.shape[0])
-        return q * conv_v.permute(0, 2, 3, 1)
+        conv_v = F.conv2d(v.reshape(B, H, W, C).permute(0, 3, 1, 2), weight, bias,
+                          padding=MAX_KERNEL // 2, groups=C)
+        return q * conv_v.permute(0, 2, 3, 1).reshape(B, N, C)
 
 
 @MODELS.register_module()
@@ -175,12 +174,17 @@ class GroupMixAttention(nn.Module):
 
     def forward(self, x):
         B, H, W, _ = x.shape
-        h, d = self.num_heads, self.head_dims
+        N, hd = H * W, self.num_heads * self.head_dims
         proxies, branch = self.aggregator(self.qkv(x))
-        q, k, v = proxies.unbind(3)                                       # (B, H, W, h*d)
-        k = k.reshape(B, H * W, h, d).softmax(dim=1)
-        context = torch.einsum('bnhk,bnhv->bhkv', k, v.reshape(B, H * W, h, d))
-        attn = torch.einsum('bnhk,bhkv->bnhv', q.reshape(B, H * W, h, d), context)
-        out = torch.add(self.crpe(q, v), attn.reshape(B, H, W, h * d), alpha=self.scale)
-        out = self.proj(torch.cat([out, branch], dim=-1))
+        q, k, v = (t.reshape(B, N, hd) for t in proxies.unbind(3))      # views, head-major
+        k = k.softmax(dim=1)
+        # Per head on strided channel slices (no transposed copies of q, k, v); the official
+        # scale multiplies the small (d x d) context instead of the (N x d) product.
+        heads = [slice(i * self.head_dims, (i + 1) * self.head_dims)
+                 for i in range(self.num_heads)]
+        attn = torch.cat([
+            torch.bmm(q[..., i], torch.bmm(k[..., i].transpose(1, 2), v[..., i]) * self.scale)
+            for i in heads], dim=-1)
+        out = self.crpe(q, v, H, W) + attn
+        out = self.proj(torch.cat([out.view(B, H, W, hd), branch], dim=-1))
         return self.proj_drop(out)

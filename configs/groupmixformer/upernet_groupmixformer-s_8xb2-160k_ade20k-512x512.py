@@ -1,0 +1,22 @@
+# GroupMixFormer-S + UperNet on ADE20K, 160k iterations, AdamW (Swin protocol; paper).
+_base_ = [
+    '../_base_/models/upernet.py',
+    '../_base_/datasets/ade20k_512x512.py',
+    '../_base_/schedules/ade20k_160k_adamw.py',
+    '../_base_/default_runtime_seg.py',
+]
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmvit_ext.GroupMixFormer',
+        arch='s',
+        drop_path_rate=0.2,
+        norm_cfg=dict(type='SyncBN'),  # official: BN synchronised across GPUs
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/groupmixformer-s_in1k.pth',
+            prefix='backbone.')),
+    decode_head=dict(in_channels=[80, 160, 320, 320]),
+    auxiliary_head=dict(in_channels=320))
