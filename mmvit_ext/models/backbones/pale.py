@@ -72,10 +72,11 @@ class PaleTransformer(BaseBackbone):
     Args:
         arch (str | dict): ``'t'``, ``'s'``, ``'b'`` (any case; also ``'tiny'``, ``'small'``,
             ``'base'``) or a dict with keys ``embed_dims``, ``depths``, ``num_heads`` (per-stage
-            lists), ``pale_size`` (int or per-stage list) and ``mlp_ratio``.
+            lists), ``pale_size`` (as the ``pale_size`` argument) and ``mlp_ratio``.
         in_channels (int): Image channels.
         pale_size (int | tuple | list, optional): Overrides the arch's pale size: an int or a
-            (rows, columns) tuple for all stages, or a list with one entry per stage. A size larger than every map side makes the attention global.
+            (rows, columns) tuple for all stages, or a list with one entry per stage. A size
+            larger than every map side makes the attention global.
         drop_path_rate (float): Stochastic depth, linearly increasing over all blocks.
         with_out_norms (bool): Apply a per-stage LayerNorm to every returned map (dense
             prediction). Classifiers set ``False``: their neck holds the head's LayerNorm.
