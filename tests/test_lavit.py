@@ -268,7 +268,7 @@ def test_classifier_adds_diagonality_loss_under_its_own_key():
     assert set(losses) == {'loss', 'loss_diag'}
     model.backbone(x)
     torch.testing.assert_close(losses['loss_diag'], model.backbone.pop_aux_losses()['loss_diag'])
-    total, log_vars = model.parse_losses(losses)
+    total, _ = model.parse_losses(losses)
     torch.testing.assert_close(total, losses['loss'] + losses['loss_diag'])
     assert set(classifier(0.0).train().loss(x, samples)) == {'loss'}
 
