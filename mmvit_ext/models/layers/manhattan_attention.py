@@ -3,7 +3,7 @@
 Three registered modules:
 
 * :class:`ManhattanRelPos` builds, for a feature size (H, W), what all blocks of a stage share:
-  the rotation tables (sin, cos) of the raster index and the log-decay masks;
+  the rotation table ``exp(i * angle)`` of the raster index and the log-decay masks;
 * :class:`ManhattanSelfAttention`: full MaSA, attention over all HW tokens with the 2-D Manhattan
   decay ``gamma_n ** (|dy| + |dx|)``;
 * :class:`DecomposedManhattanSelfAttention`: attention inside every row (W pass), then inside
@@ -36,8 +36,18 @@ def rotate_every_two(x):
     return torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
 
 
-def theta_shift(x, sin, cos):
-    """Rotate every pair of channels of ``x`` by its position's angles (RoPE, GPT-J layout)."""
+def theta_shift(x, rotation):
+    """Rotate every channel pair ``(x[2i], x[2i+1])`` of ``x`` by its position's angle.
+
+    ``rotation`` holds ``exp(i * angle)`` per pair (complex, broadcastable to ``x`` with the last
+    axis halved). fp32/fp64 inputs are rotated as one complex product; other dtypes (fp16/bf16
+    under AMP) use the real form ``x * cos + rotate_every_two(x) * sin`` in the table's precision.
+    """
+    if x.dtype in (torch.float32, torch.float64):
+        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * rotation.to(pairs.dtype)).flatten(-2)
+    cos = rotation.real.repeat_interleave(2, dim=-1)
+    sin = rotation.imag.repeat_interleave(2, dim=-1)
     return x * cos + rotate_every_two(x) * sin
 
 
@@ -60,12 +70,18 @@ class ManhattanRelPos(nn.Module):
         heads_range (float): Spread of the exponents over the heads. Defaults to 4.
 
     Call ``rel_pos(H, W, decomposed, like)`` (``like``: a tensor giving device and dtype) returns
-    ``(sin, cos, masks)`` with ``sin, cos``: (H, W, 1, d) and ``masks``:
+    ``(rotation, masks)`` with ``rotation``: (H, W, 1, d / 2) complex, ``exp(i * (y * W + x) *
+    freq_j)`` (complex128 for fp64, else complex64), and ``masks``:
 
-    * ``decomposed=True``: ``(mask_w, mask_h)`` with ``mask_w``: (N, W, W),
-      ``mask_w[n, x, x'] = decay[n] * |x - x'|``, and ``mask_h``: (W * N, H, H), ``mask_h[w * N +
-      n, y, y'] = decay[n] * |y - y'|`` (repeated over columns to match the H pass layout);
-    * ``decomposed=False``: ``mask``: (N, HW, HW), ``decay[n] * (|dy| + |dx|)`` (row-major tokens).
+    * ``decomposed=True``: ``(mask_w, mask_h)`` with ``mask_w``: (1, N, W, W),
+      ``mask_w[0, n, x, x'] = decay[n] * |x - x'|``, and ``mask_h``: (1, W * N, H, H),
+      ``mask_h[0, w * N + n, y, y'] = decay[n] * |y - y'|`` (repeated over the columns to match
+      the H pass layout);
+    * ``decomposed=False``: ``mask``: (1, N, HW, HW), ``decay[n] * (|dy| + |dx|)`` (row-major
+      tokens).
+
+    The masks are 4-D because that is what the fused CPU kernel of
+    ``scaled_dot_product_attention`` takes (a 3-D mask sends it to the unfused math path).
     """
 
     def __init__(self, embed_dims, num_heads, initial_value=2., heads_range=4.):
@@ -95,8 +111,9 @@ class ManhattanRelPos(nn.Module):
         decay = self.decay.to(device)
         angle = self.angle.to(device)
         index = torch.arange(height * width, device=device, dtype=angle.dtype)
-        phase = (index[:, None] * angle).reshape(height, width, 1, -1)
-        sin, cos = phase.sin().to(dtype), phase.cos().to(dtype)
+        phase = (index[:, None] * angle[0::2]).reshape(height, width, 1, -1)
+        real_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        rotation = torch.complex(phase.cos(), phase.sin()).to(real_dtype.to_complex())
         ys = torch.arange(height, device=device, dtype=decay.dtype)
         xs = torch.arange(width, device=device, dtype=decay.dtype)
         dist_h = (ys[:, None] - ys[None]).abs()
@@ -104,12 +121,12 @@ class ManhattanRelPos(nn.Module):
         if decomposed:
             mask_w = decay[:, None, None] * dist_w
             mask_h = (decay[:, None, None] * dist_h).repeat(width, 1, 1)
-            masks = (mask_w.to(dtype), mask_h.to(dtype))
+            masks = (mask_w[None].to(dtype), mask_h[None].to(dtype))
         else:
             dist = (dist_h[:, None, :, None] + dist_w[None, :, None, :]).reshape(
                 height * width, height * width)
-            masks = (decay[:, None, None] * dist).to(dtype)
-        return sin, cos, masks
+            masks = (decay[:, None, None] * dist)[None].to(dtype)
+        return rotation, masks
 
     def extra_repr(self):
         return f'num_heads={self.num_heads}, head_dims={self.angle.numel()}'
@@ -137,12 +154,12 @@ class _ManhattanAttentionBase(nn.Module):
                              padding=lce_kernel_size // 2, groups=embed_dims)
         self.out_proj = nn.Linear(embed_dims, embed_dims)
 
-    def _project(self, x, sin, cos):
+    def _project(self, x, rotation):
         """(B, H, W, C) -> rotated q, k and v as (B, H, W, N, d), LCE as (B, H, W, N, d)."""
         B, H, W, _ = x.shape
         shape = (B, H, W, self.num_heads, self.head_dims)
-        q = theta_shift(self.q_proj(x).view(shape), sin, cos)
-        k = theta_shift(self.k_proj(x).view(shape), sin, cos)
+        q = theta_shift(self.q_proj(x).view(shape), rotation)
+        k = theta_shift(self.k_proj(x).view(shape), rotation)
         v = self.v_proj(x)
         # NCHW view of channels-last memory: the conv runs without a layout copy.
         lce = self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(shape)
@@ -173,8 +190,8 @@ class ManhattanSelfAttention(_ManhattanAttentionBase):
 
     def forward(self, x, rel_pos):
         B, H, W, C = x.shape
-        sin, cos, mask = rel_pos
-        q, k, v, lce = self._project(x, sin, cos)
+        rotation, mask = rel_pos
+        q, k, v, lce = self._project(x, rotation)
         L = H * W
         # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
         q, k, v = (t.view(B, L, self.num_heads, self.head_dims).transpose(1, 2)
@@ -208,8 +225,8 @@ class DecomposedManhattanSelfAttention(_ManhattanAttentionBase):
     def forward(self, x, rel_pos):
         B, H, W, C = x.shape
         N, d = self.num_heads, self.head_dims
-        sin, cos, (mask_w, mask_h) = rel_pos
-        q, k, v, lce = self._project(x, sin, cos)
+        rotation, (mask_w, mask_h) = rel_pos
+        q, k, v, lce = self._project(x, rotation)
         # W pass: (B, H, W, N, d) viewed as (B*H, N, W, d) without a copy.
         q_w, k_w, v_w = (t.permute(0, 1, 3, 2, 4).flatten(0, 1) for t in (q, k, v))
         v1 = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask_w, scale=self.scale)
