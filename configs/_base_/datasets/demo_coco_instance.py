@@ -4,17 +4,17 @@ dataset_type = 'CocoDataset'
 data_root = 'data/demo/coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle'),
                 palette=[(220, 40, 40), (40, 200, 60), (50, 80, 230)])
-_backend_args = None  # local disk
+backend_args = None
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=_backend_args),
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=_backend_args),
+    dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
@@ -28,7 +28,7 @@ train_dataloader = dict(
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
                  filter_cfg=dict(filter_empty_gt=True, min_size=4), pipeline=train_pipeline,
-                 backend_args=_backend_args))
+                 backend_args=backend_args))
 val_dataloader = dict(
     batch_size=4,
     num_workers=0,
@@ -36,8 +36,8 @@ val_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'),
-                 test_mode=True, pipeline=test_pipeline, backend_args=_backend_args))
+                 test_mode=True, pipeline=test_pipeline, backend_args=backend_args))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json',
-                     metric=['bbox', 'segm'], format_only=False, backend_args=_backend_args)
+                     metric=['bbox', 'segm'], format_only=False, backend_args=backend_args)
 test_evaluator = val_evaluator
