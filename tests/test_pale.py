@@ -249,7 +249,9 @@ def test_classifier_checkpoint_loads_into_dense_backbone(tmp_path):
 
 
 def test_registered_and_usable_alone():
-    attn = MODELS.build(dict(type='PaleShapedAttention', embed_dims=16, num_heads=4,
+    # scoped names, as configs use them: earlier tests may have set another default scope
+    attn = MODELS.build(dict(type='mmvit_ext.PaleShapedAttention', embed_dims=16, num_heads=4,
                              pale_size=(2, 3)))
     assert attn(torch.randn(2, 5, 7, 16)).shape == (2, 5, 7, 16)
-    assert isinstance(MODELS.build(dict(type='PaleTransformer', arch=TINY)), PaleTransformer)
+    backbone = MODELS.build(dict(type='mmvit_ext.PaleTransformer', arch=TINY))
+    assert isinstance(backbone, PaleTransformer)
