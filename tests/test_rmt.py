@@ -1,6 +1,5 @@
 """RMT: Manhattan self-attention vs the plain oracle, backbone API, converter, configs."""
 import importlib.util
-import math
 from pathlib import Path
 
 import pytest
@@ -329,11 +328,11 @@ def test_classifier_param_counts(variant, params):
 
 
 def test_decomposed_flag_per_variant():
-    assert [s.decomposed for s in RMT('t').stages] == [True, True, False, False]
     with torch.device('meta'):
+        assert [s.decomposed for s in RMT('t').stages] == [True, True, False, False]
         model = RMT('l')
     assert [s.decomposed for s in model.stages] == [True, True, True, False]
-    assert math.isclose(model.stages[2].blocks[0].ls1.weight.numel(), 448)
+    assert model.stages[2].blocks[0].ls1.weight.shape == (448, )
 
 
 def test_low_precision_rotation_matches_complex_form():

@@ -21,7 +21,6 @@ Example::
     x = torch.randn(2, 14, 9, 64)                       # (B, H, W, C)
     y = attn(x, rel_pos(14, 9, decomposed=True, like=x))  # (B, H, W, C)
 """
-import math
 
 import torch
 import torch.nn as nn
