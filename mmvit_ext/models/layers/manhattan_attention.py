@@ -155,10 +155,16 @@ class _ManhattanAttentionBase(nn.Module):
 
     def _project(self, x, rotation):
         """(B, H, W, C) -> rotated q, k and v as (B, H, W, N, d), LCE as (B, H, W, N, d)."""
-        B, H, W, _ = x.shape
-        shape = (B, H, W, self.num_heads, self.head_dims)
-        q = theta_shift(self.q_proj(x).view(shape), rotation)
-        k = theta_shift(self.k_proj(x).view(shape), rotation)
+        B, H, W, C = x.shape
+        N, d = self.num_heads, self.head_dims
+        shape = (B, H, W, N, d)
+        # q and k from one GEMM, laid out (N, 2, d) per token: one rotation for both, and q, k
+        # stay viewable (not copied) into the W-pass and H-pass layouts.
+        weight = torch.stack((self.q_proj.weight.view(N, d, C), self.k_proj.weight.view(N, d, C)),
+                             dim=1).flatten(0, 2)
+        bias = torch.stack((self.q_proj.bias.view(N, d), self.k_proj.bias.view(N, d)), dim=1)
+        qk = F.linear(x, weight, bias.flatten()).view(B, H, W, N, 2, d)
+        q, k = theta_shift(qk, rotation.unsqueeze(-2)).unbind(-2)
         v = self.v_proj(x)
         # NCHW view of channels-last memory: the conv runs without a layout copy.
         lce = self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(shape)
@@ -193,8 +199,7 @@ class ManhattanSelfAttention(_ManhattanAttentionBase):
         q, k, v, lce = self._project(x, rotation)
         L = H * W
         # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
-        q, k, v = (t.view(B, L, self.num_heads, self.head_dims).transpose(1, 2)
-                   for t in (q, k, v))
+        q, k, v = (t.flatten(1, 2).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         out = lce + out.transpose(1, 2).view(lce.shape)
         return self.out_proj(out.view(B, H, W, C))
