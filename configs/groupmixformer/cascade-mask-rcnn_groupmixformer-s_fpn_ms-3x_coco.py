@@ -1,5 +1,6 @@
 # GroupMixFormer-S + Cascade Mask R-CNN, 36 epochs (lr /10 at 24 and 33 as the paper's 3x runs), multi-scale training, AdamW lr 1e-4 wd 0.05, 500-it warm-up.
 # Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/cascade-mask-rcnn_fpn.py',
     '../_base_/datasets/coco_instance_ms-3x.py',

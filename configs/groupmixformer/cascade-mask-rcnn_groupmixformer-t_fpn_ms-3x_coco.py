@@ -1,27 +1,10 @@
-# GroupMixFormer-T + Cascade Mask R-CNN, 36 epochs (lr /10 at 24 and 33 as the paper's 3x runs), multi-scale training, AdamW lr 1e-4 wd 0.05, 500-it warm-up.
-# Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
-_base_ = [
-    '../_base_/models/cascade-mask-rcnn_fpn.py',
-    '../_base_/datasets/coco_instance_ms-3x.py',
-    '../_base_/schedules/coco_3x_adamw.py',
-    '../_base_/default_runtime_det.py',
-]
+# GroupMixFormer-T variant of cascade-mask-rcnn_groupmixformer-s_fpn_ms-3x_coco.py
+# (same task recipe), with the T backbone, drop path 0.1 and its channels.
+_base_ = './cascade-mask-rcnn_groupmixformer-s_fpn_ms-3x_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='mmvit_ext.GroupMixFormer',
         arch='t',
         drop_path_rate=0.1,
-        norm_cfg=dict(type='SyncBN'),  # official: BN synchronised across GPUs
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/groupmixformer-t_in1k.pth',
-            prefix='backbone.')),
+        init_cfg=dict(checkpoint='checkpoints/groupmixformer-t_in1k.pth')),
     neck=dict(in_channels=[80, 160, 200, 240]))
-
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=36, by_epoch=True, milestones=[24, 33], gamma=0.1),
-]

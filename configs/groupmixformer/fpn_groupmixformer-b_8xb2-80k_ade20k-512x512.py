@@ -1,21 +1,10 @@
-# GroupMixFormer-B + Semantic FPN on ADE20K, 80k iterations, AdamW (PVT protocol; paper).
-_base_ = [
-    '../_base_/models/semantic-fpn.py',
-    '../_base_/datasets/ade20k_512x512.py',
-    '../_base_/schedules/ade20k_80k_adamw.py',
-    '../_base_/default_runtime_seg.py',
-]
+# GroupMixFormer-B variant of fpn_groupmixformer-s_8xb2-80k_ade20k-512x512.py
+# (same task recipe), with the B backbone, drop path 0.4 and its channels.
+_base_ = './fpn_groupmixformer-s_8xb2-80k_ade20k-512x512.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='mmvit_ext.GroupMixFormer',
         arch='b',
         drop_path_rate=0.4,
-        norm_cfg=dict(type='SyncBN'),  # official: BN synchronised across GPUs
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/groupmixformer-b_in1k.pth',
-            prefix='backbone.')),
+        init_cfg=dict(checkpoint='checkpoints/groupmixformer-b_in1k.pth')),
     neck=dict(in_channels=[200, 240, 320, 480]))

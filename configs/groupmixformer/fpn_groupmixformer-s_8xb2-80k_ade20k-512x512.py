@@ -1,4 +1,5 @@
 # GroupMixFormer-S + Semantic FPN on ADE20K, 80k iterations, AdamW (PVT protocol; paper).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/semantic-fpn.py',
     '../_base_/datasets/ade20k_512x512.py',

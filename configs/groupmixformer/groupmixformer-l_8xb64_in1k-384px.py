@@ -1,48 +1,11 @@
-# GroupMixFormer-L fine-tuned at 384x384 from the 224 checkpoint (paper, spec section 7):
-# 30 epochs, AdamW lr 2e-6 (global batch 512 = 8 GPUs x 64), 5 linear warm-up epochs then
-# cosine, weight decay 1e-8, grad-norm clip 5.0, same augmentation as at 224.
-_base_ = [
-    '../_base_/datasets/imagenet_bs64_randaug_384.py',
-    '../_base_/schedules/imagenet_adamw_300e.py',
-    '../_base_/default_runtime_cls.py',
-]
+# GroupMixFormer-L fine-tuned at 384x384 from its 224 checkpoint: the recipe of
+# groupmixformer-s_8xb64_in1k-384px.py with the L backbone (drop path 0.5).
+_base_ = './groupmixformer-s_8xb64_in1k-384px.py'
 
-# BN everywhere, synchronised across GPUs as in the official code (single-process runs revert
-# it to BN automatically).
-norm_cfg = dict(type='SyncBN')
 model = dict(
-    type='ImageClassifier',
     backbone=dict(
-        type='mmvit_ext.GroupMixFormer',
         arch='l',
         drop_path_rate=0.5,
-        norm_cfg=norm_cfg,
-        out_indices=(3, ),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/groupmixformer-l_in1k.pth',
-            prefix='backbone.')),
-    # official `norm4`: BN on the last map before global average pooling
-    neck=dict(type='mmvit_ext.NormPoolNeck', in_channels=480, norm_cfg=norm_cfg),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=480,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)),
-)
-
-optim_wrapper = dict(
-    optimizer=dict(lr=2e-6, weight_decay=1e-8), clip_grad=dict(max_norm=5.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=5, convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min=1e-7,
-        by_epoch=True,
-        begin=5,
-        end=30,
-        convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=30)
-auto_scale_lr = dict(base_batch_size=512)
+        init_cfg=dict(checkpoint='checkpoints/groupmixformer-l_in1k.pth')),
+    neck=dict(in_channels=480),
+    head=dict(in_channels=480))

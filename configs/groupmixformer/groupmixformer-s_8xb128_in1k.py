@@ -3,6 +3,7 @@
 # `--auto-scale-lr` rescales it), wd 0.05, 20 linear warm-up epochs then cosine, RandAugment,
 # Mixup 0.8 / CutMix 1.0, RandomErasing 0.25, label smoothing 0.1, grad-norm clip 5.0 (official
 # code). Stochastic depth 0.2 (paper and released yaml agree).
+# The T, M, B and L variants inherit this file.
 _base_ = [
     '../_base_/datasets/imagenet_bs128_randaug_224.py',
     '../_base_/schedules/imagenet_adamw_300e.py',

@@ -1,6 +1,7 @@
 # GroupMixFormer-S fine-tuned at 384x384 from the 224 checkpoint (paper, spec section 7):
 # 30 epochs, AdamW lr 2e-6 (global batch 512 = 8 GPUs x 64), 5 linear warm-up epochs then
 # cosine, weight decay 1e-8, grad-norm clip 5.0, same augmentation as at 224.
+# groupmixformer-l_8xb64_in1k-384px.py inherits this file.
 _base_ = [
     '../_base_/datasets/imagenet_bs64_randaug_384.py',
     '../_base_/schedules/imagenet_adamw_300e.py',

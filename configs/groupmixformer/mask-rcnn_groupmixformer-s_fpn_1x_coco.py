@@ -1,5 +1,6 @@
 # GroupMixFormer-S + Mask R-CNN, 1x (12 epochs, steps 8/11; the paper's ablation schedule), AdamW lr 1e-4 wd 0.05, 500-it warm-up.
 # Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/mask-rcnn_fpn.py',
     '../_base_/datasets/coco_instance.py',

@@ -1,5 +1,6 @@
 # GroupMixFormer-S + Mask R-CNN, the paper's 36-epoch schedule (lr /10 at epochs 24 and 33), multi-scale training, AdamW lr 1e-4 wd 0.05, 500-it warm-up.
 # Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/mask-rcnn_fpn.py',
     '../_base_/datasets/coco_instance_ms-3x.py',

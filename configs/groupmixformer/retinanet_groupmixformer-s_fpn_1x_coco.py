@@ -1,5 +1,6 @@
 # GroupMixFormer-S + RetinaNet, 1x (12 epochs, steps 8/11), AdamW lr 1e-4 wd 1e-4 (paper), 500-it warm-up.
 # Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/retinanet_fpn.py',
     '../_base_/datasets/coco_detection.py',

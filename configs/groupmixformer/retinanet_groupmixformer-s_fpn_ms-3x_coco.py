@@ -1,5 +1,6 @@
 # GroupMixFormer-S + RetinaNet, the paper's 36-epoch schedule (lr /10 at epochs 24 and 33), multi-scale training, AdamW lr 1e-4 wd 1e-4, 500-it warm-up.
 # Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/retinanet_fpn.py',
     '../_base_/datasets/coco_detection_ms-3x.py',

@@ -1,24 +1,10 @@
-# GroupMixFormer-T + RetinaNet, 1x (12 epochs, steps 8/11), AdamW lr 1e-4 wd 1e-4 (paper), 500-it warm-up.
-# Backbone from the ImageNet-1k checkpoint (see README: convert or train it first).
-_base_ = [
-    '../_base_/models/retinanet_fpn.py',
-    '../_base_/datasets/coco_detection.py',
-    '../_base_/schedules/coco_1x_adamw.py',
-    '../_base_/default_runtime_det.py',
-]
+# GroupMixFormer-T variant of retinanet_groupmixformer-s_fpn_1x_coco.py
+# (same task recipe), with the T backbone, drop path 0.1 and its channels.
+_base_ = './retinanet_groupmixformer-s_fpn_1x_coco.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='mmvit_ext.GroupMixFormer',
         arch='t',
         drop_path_rate=0.1,
-        norm_cfg=dict(type='SyncBN'),  # official: BN synchronised across GPUs
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/groupmixformer-t_in1k.pth',
-            prefix='backbone.')),
+        init_cfg=dict(checkpoint='checkpoints/groupmixformer-t_in1k.pth')),
     neck=dict(in_channels=[80, 160, 200, 240]))
-
-optim_wrapper = dict(optimizer=dict(weight_decay=0.0001))

@@ -1,4 +1,5 @@
 # GroupMixFormer-S + UperNet on ADE20K, 160k iterations, AdamW (Swin protocol; paper).
+# The T and B variants of this task inherit this file.
 _base_ = [
     '../_base_/models/upernet.py',
     '../_base_/datasets/ade20k_512x512.py',

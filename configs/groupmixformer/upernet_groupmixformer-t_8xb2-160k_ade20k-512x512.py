@@ -1,22 +1,11 @@
-# GroupMixFormer-T + UperNet on ADE20K, 160k iterations, AdamW (Swin protocol; paper).
-_base_ = [
-    '../_base_/models/upernet.py',
-    '../_base_/datasets/ade20k_512x512.py',
-    '../_base_/schedules/ade20k_160k_adamw.py',
-    '../_base_/default_runtime_seg.py',
-]
+# GroupMixFormer-T variant of upernet_groupmixformer-s_8xb2-160k_ade20k-512x512.py
+# (same task recipe), with the T backbone, drop path 0.1 and its channels.
+_base_ = './upernet_groupmixformer-s_8xb2-160k_ade20k-512x512.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='mmvit_ext.GroupMixFormer',
         arch='t',
         drop_path_rate=0.1,
-        norm_cfg=dict(type='SyncBN'),  # official: BN synchronised across GPUs
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/groupmixformer-t_in1k.pth',
-            prefix='backbone.')),
+        init_cfg=dict(checkpoint='checkpoints/groupmixformer-t_in1k.pth')),
     decode_head=dict(in_channels=[80, 160, 200, 240]),
     auxiliary_head=dict(in_channels=200))
