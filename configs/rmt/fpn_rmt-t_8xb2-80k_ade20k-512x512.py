@@ -1,26 +1,9 @@
-# Semantic FPN with an RMT-T backbone, ADE20K 80k iterations, crop 512x512, AdamW lr 1e-4 /
-# wd 1e-4, poly 0.9, batch 16 (8 GPUs x 2), spec rmt.md 5.3. Backbone from ImageNet-1k.
-_base_ = [
-    '../_base_/models/semantic-fpn.py',
-    '../_base_/datasets/ade20k_512x512.py',
-    '../_base_/schedules/ade20k_80k_adamw.py',
-    '../_base_/default_runtime_seg.py',
-]
+# RMT-T variant of fpn_rmt-s_8xb2-80k_ade20k-512x512.py
+# (same task recipe), with the T backbone, drop path 0.1 (same channels as S).
+_base_ = './fpn_rmt-s_8xb2-80k_ade20k-512x512.py'
 
 model = dict(
     backbone=dict(
-        type='mmvit_ext.RMT',
         arch='t',
         drop_path_rate=0.1,
-        # the official det/seg backbone: SyncBN in stem/downsamples, per-stage LayerNorm (eps
-        # 1e-5) on the outputs; its BN statistics are updated while fine-tuning (norm_eval=False
-        # reproduces that; the official `norm_eval=True` had no effect on SyncBN)
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        out_norm_cfg=dict(type='LN', eps=1e-5),
-        norm_eval=False,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/rmt-t_in1k.pth',
-            prefix='backbone.')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+        init_cfg=dict(checkpoint='checkpoints/rmt-t_in1k.pth')))

@@ -3,6 +3,7 @@
 # rescales it), wd 0.05, 5 warm-up epochs then cosine to 1e-5, RandAugment m9-mstd0.5, Mixup 0.8 /
 # CutMix 1.0, RandomErasing 0.25, label smoothing 0.1, repeated augmentation, drop path 0.15,
 # EMA of the weights (evaluated instead of the raw weights).
+# The T and B configs inherit this file (L inherits B).
 _base_ = [
     '../_base_/datasets/imagenet_bs128_randaug_224.py',
     '../_base_/schedules/imagenet_adamw_300e.py',

@@ -1,28 +1,11 @@
-# UperNet with an RMT-B backbone, ADE20K 160k iterations, crop 512x512, AdamW lr 6e-5 / wd
-# 0.01 (no decay on norms), 1500-iteration warm-up then poly 1.0, batch 16 (8 GPUs x 2), spec
-# rmt.md 5.3. Backbone from ImageNet-1k. The official runs used fp16: add `--amp`.
-_base_ = [
-    '../_base_/models/upernet.py',
-    '../_base_/datasets/ade20k_512x512.py',
-    '../_base_/schedules/ade20k_160k_adamw.py',
-    '../_base_/default_runtime_seg.py',
-]
+# RMT-B variant of upernet_rmt-s_8xb2-160k_ade20k-512x512.py
+# (same task recipe), with the B backbone, drop path 0.4 and its channels.
+_base_ = './upernet_rmt-s_8xb2-160k_ade20k-512x512.py'
 
 model = dict(
     backbone=dict(
-        type='mmvit_ext.RMT',
         arch='b',
         drop_path_rate=0.4,
-        # the official det/seg backbone: SyncBN in stem/downsamples, per-stage LayerNorm (eps
-        # 1e-5) on the outputs; its BN statistics are updated while fine-tuning (norm_eval=False
-        # reproduces that; the official `norm_eval=True` had no effect on SyncBN)
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        out_norm_cfg=dict(type='LN', eps=1e-5),
-        norm_eval=False,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/rmt-b_in1k.pth',
-            prefix='backbone.')),
+        init_cfg=dict(checkpoint='checkpoints/rmt-b_in1k.pth')),
     decode_head=dict(in_channels=[80, 160, 320, 512]),
     auxiliary_head=dict(in_channels=320))

@@ -1,6 +1,7 @@
 # UperNet with an RMT-S backbone, ADE20K 160k iterations, crop 512x512, AdamW lr 6e-5 / wd
 # 0.01 (no decay on norms), 1500-iteration warm-up then poly 1.0, batch 16 (8 GPUs x 2), spec
 # rmt.md 5.3. Backbone from ImageNet-1k. The official runs used fp16: add `--amp`.
+# The B and L variants of this task inherit this file.
 _base_ = [
     '../_base_/models/upernet.py',
     '../_base_/datasets/ade20k_512x512.py',
