@@ -22,28 +22,13 @@ from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_
 
 from mmvit_ext.registry import MODELS
 from ..layers.less_attention import LessAttention, VanillaAttention
+from ..layers.patch_embed import ConvPatchEmbed
 from ..layers.residual_attention_downsample import ResidualAttentionDownsample
 from ..losses.diagonality_loss import DiagonalityLoss
 from .base import BaseBackbone
 
-
-class OverlapPatchEmbed(nn.Module):
-    """Conv (kernel k, stride s, padding k // 2) then LayerNorm.
-
-    Shapes: (B, C_in, H, W) -> tokens (B, H' * W', C), (H', W') with H' = ceil(H / s) for the
-    kernels used here (7/s4, 3/s2).
-    """
-
-    def __init__(self, in_channels, embed_dims, kernel_size, stride):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size, stride,
-                              padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(embed_dims)
-
-    def forward(self, x):
-        x = self.proj(x)
-        hw = tuple(x.shape[2:])
-        return self.norm(x.flatten(2).transpose(1, 2)), hw
+# PVTv2's patch-embedding LayerNorm (torch default eps)
+PVT_LN = dict(type='LN', eps=1e-5)
 
 
 class ConvMlp(nn.Module):
@@ -171,7 +156,7 @@ class LaViT(BaseBackbone):
         self.dp_loss = DiagonalityLoss(loss_weight=dp_loss_weight)
         self._aux_losses = {}
 
-        self.patch_embed = OverlapPatchEmbed(in_channels, dims[0], kernel_size=7, stride=4)
+        self.patch_embed = ConvPatchEmbed(in_channels, dims[0], 7, 4, norm_cfg=PVT_LN)
         rates = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
@@ -184,7 +169,7 @@ class LaViT(BaseBackbone):
                 self.stages.append(LaViTStage(None, None, blocks))
             else:
                 self.stages.append(LaViTStage(
-                    OverlapPatchEmbed(dims[i - 1], dims[i], kernel_size=3, stride=2),
+                    ConvPatchEmbed(dims[i - 1], dims[i], 3, 2, norm_cfg=PVT_LN),
                     ResidualAttentionDownsample(heads[i - 1], heads[i]), blocks))
         self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
         self._freeze_stages()
@@ -220,11 +205,14 @@ class LaViT(BaseBackbone):
         logits = None
         for i, stage in enumerate(self.stages):
             if i == 0:
-                x, hw = self.patch_embed(x)
+                x = self.patch_embed(x)
                 incoming = None
             else:
                 incoming = stage.attn_downsample(logits, hw)
-                x, hw = stage.downsample(x)
+                x = stage.downsample(x)
+            B, H, W, C = x.shape
+            hw = (H, W)
+            x = x.flatten(1, 2)  # tokens (B, N, C): a view of the channels-last map
             for j, block in enumerate(stage.blocks):
                 if block.less_attention:
                     incoming = logits
@@ -234,10 +222,10 @@ class LaViT(BaseBackbone):
                 if with_dp_loss and block.less_attention:
                     la_logits.append(logits)
                     la_hws.append(hw)
-            x = self.out_norms[i](x)
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+            # NCHW view of the channels-last map: the next conv takes it without a copy
+            x = self.out_norms[i](x).view(B, H, W, C).permute(0, 3, 1, 2)
             if i in self.out_indices:
-                outs.append(x)
+                outs.append(x.contiguous())
         if la_logits:
             self._aux_losses = {self.dp_loss.loss_name: self.dp_loss(la_logits, la_hws)}
         return tuple(outs)

@@ -9,28 +9,8 @@ from mmcv.cnn.bricks.transformer import FFN
 from mmvit_ext.registry import MODELS
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention
+from ..layers.patch_embed import ConvPatchEmbed
 from .base import BaseBackbone
-
-
-class PatchMerging(nn.Module):
-    """Strided conv then LayerNorm (every merge, the stem included, ends with an LN).
-
-    Shapes:
-        x: (B, H, W, C_in) channels-last, or an NCHW image when ``channels_last_input=False``
-        -> (B, H / stride, W / stride, C_out) channels-last.
-    """
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride, channels_last_input=True):
-        super().__init__()
-        self.channels_last_input = channels_last_input
-        self.proj = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(out_channels, eps=1e-6)
-
-    def forward(self, x):
-        if self.channels_last_input:
-            x = x.permute(0, 3, 1, 2)
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
 class PaleBlock(nn.Module):
@@ -115,13 +95,13 @@ class PaleTransformer(BaseBackbone):
         self.pale_sizes = pale_sizes
         drop_rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
 
-        self.patch_embed = PatchMerging(in_channels, dims[0], 7, 4, channels_last_input=False)
+        self.patch_embed = ConvPatchEmbed(in_channels, dims[0], 7, 4)
         self.stages = nn.ModuleList()
         for i in range(num_stages):
             first = sum(depths[:i])
             blocks = [PaleBlock(dims[i], heads[i], pale_sizes[i], self.arch['mlp_ratio'],
                                 drop_rates[first + j]) for j in range(depths[i])]
-            downsample = PatchMerging(dims[i - 1], dims[i], 3, 2) if i > 0 else None
+            downsample = ConvPatchEmbed(dims[i - 1], dims[i], 3, 2) if i > 0 else None
             self.stages.append(PaleStage(blocks, downsample))
         self.out_norms = nn.ModuleList(
             nn.LayerNorm(dims[i], eps=1e-6) if i in self.out_indices else nn.Identity()
@@ -144,7 +124,7 @@ class PaleTransformer(BaseBackbone):
         outs = []
         for i, stage in enumerate(self.stages):
             if stage.downsample is not None:
-                x = stage.downsample(x)
+                x = stage.downsample(x.permute(0, 3, 1, 2))
             for block in stage.blocks:
                 x = self.run_block(block, x)
             if i in self.out_indices:

@@ -4,8 +4,9 @@ from .less_attention import LessAttention, VanillaAttention
 from .manhattan_attention import (DecomposedManhattanSelfAttention, ManhattanRelPos,
                                   ManhattanSelfAttention)
 from .pale_attention import PaleShapedAttention
+from .patch_embed import ConvPatchEmbed
 from .residual_attention_downsample import ResidualAttentionDownsample
 
-__all__ = ['ConvPosEnc', 'DecomposedManhattanSelfAttention', 'GroupMixAttention',
+__all__ = ['ConvPatchEmbed', 'ConvPosEnc', 'DecomposedManhattanSelfAttention', 'GroupMixAttention',
            'LessAttention', 'ManhattanRelPos', 'ManhattanSelfAttention', 'PaleShapedAttention',
            'ResidualAttentionDownsample', 'VanillaAttention']
