@@ -1,7 +1,7 @@
-# COCO 2017 instance segmentation (boxes + masks) for mmdet 3.x: single scale 1333x800, flip 0.5,
-# 2 images per GPU; evaluated with COCO bbox and segm AP on val2017.
-dataset_type = 'CocoDataset'
-data_root = 'data/coco/'
+# COCO 2017 instance segmentation (boxes + masks) for mmdet 3.x: coco_detection.py (single scale
+# 1333x800, flip 0.5, 2 images per GPU) with masks loaded and COCO bbox and segm AP on val2017.
+_base_ = './coco_detection.py'
+
 backend_args = None
 
 train_pipeline = [
@@ -27,41 +27,9 @@ test_pipeline = [
                    'scale_factor')),
 ]
 
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    # groups landscape and portrait images to reduce padding
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=data_root + 'annotations/instances_val2017.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=backend_args)
+val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator

@@ -1,47 +1,17 @@
-# Cascade Mask R-CNN with FPN (mmdet 3.x), Swin/RMT variant: 3 stages of 4conv-1fc box heads
-# with SyncBN and GIoU loss (weight 10). Backbone left empty: family configs set it fully.
+# Cascade Mask R-CNN with FPN (mmdet 3.x), Swin/RMT variant: mask-rcnn_fpn.py with a 3-stage
+# cascade RoI head of 4conv-1fc box heads (SyncBN, GIoU loss weight 10), a SmoothL1 RPN loss and
+# 2000 RPN proposals for training. Backbone left empty: family configs set it fully.
+_base_ = './mask-rcnn_fpn.py'
+
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     type='CascadeRCNN',
-    data_preprocessor=dict(
-        type='DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_mask=True,
-        pad_size_divisor=32),
-    backbone=dict(),
-    neck=dict(
-        type='FPN',
-        in_channels=[64, 128, 256, 512],  # placeholder: the backbone's stage channels
-        out_channels=256,
-        num_outs=5),
     rpn_head=dict(
-        type='RPNHead',
-        in_channels=256,
-        feat_channels=256,
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            scales=[8],
-            ratios=[0.5, 1.0, 2.0],
-            strides=[4, 8, 16, 32, 64]),
-        bbox_coder=dict(
-            type='DeltaXYWHBBoxCoder',
-            target_means=[0.0, 0.0, 0.0, 0.0],
-            target_stds=[1.0, 1.0, 1.0, 1.0]),
-        loss_cls=dict(
-            type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0)),
     roi_head=dict(
         type='CascadeRoIHead',
         num_stages=3,
         stage_loss_weights=[1, 0.5, 0.25],
-        bbox_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
-        # stage i regresses finer deltas (smaller target_stds) at a higher IoU threshold
         bbox_head=[
             dict(
                 type='ConvFCBBoxHead',
@@ -103,43 +73,10 @@ model = dict(
                 loss_cls=dict(
                     type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
                 loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
-        ],
-        mask_roi_extractor=dict(
-            type='SingleRoIExtractor',
-            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32]),
-        mask_head=dict(
-            type='FCNMaskHead',
-            num_convs=4,
-            in_channels=256,
-            conv_out_channels=256,
-            num_classes=80,
-            loss_mask=dict(
-                type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
+        ]),
     train_cfg=dict(
-        rpn=dict(
-            assigner=dict(
-                type='MaxIoUAssigner',
-                pos_iou_thr=0.7,
-                neg_iou_thr=0.3,
-                min_pos_iou=0.3,
-                match_low_quality=True,
-                ignore_iof_thr=-1),
-            sampler=dict(
-                type='RandomSampler',
-                num=256,
-                pos_fraction=0.5,
-                neg_pos_ub=-1,
-                add_gt_as_proposals=False),
-            allowed_border=0,
-            pos_weight=-1,
-            debug=False),
-        rpn_proposal=dict(
-            nms_pre=2000,
-            max_per_img=2000,
-            nms=dict(type='nms', iou_threshold=0.7),
-            min_bbox_size=0),
+        rpn=dict(allowed_border=0),
+        rpn_proposal=dict(max_per_img=2000),
         # IoU thresholds 0.5 / 0.6 / 0.7 for the three stages
         rcnn=[
             dict(
@@ -193,15 +130,4 @@ model = dict(
                 mask_size=28,
                 pos_weight=-1,
                 debug=False),
-        ]),
-    test_cfg=dict(
-        rpn=dict(
-            nms_pre=1000,
-            max_per_img=1000,
-            nms=dict(type='nms', iou_threshold=0.7),
-            min_bbox_size=0),
-        rcnn=dict(
-            score_thr=0.05,
-            nms=dict(type='nms', iou_threshold=0.5),
-            max_per_img=100,
-            mask_thr_binary=0.5)))
+        ]))

@@ -1,10 +1,9 @@
-# COCO 3x schedule (36 epochs, lr x0.1 after epochs 27, 33) with 500-iteration linear
-# warm-up and AdamW lr 1e-4 / wd 0.05, no decay on norm layers (Swin detection protocol).
+# COCO 3x schedule: coco_1x_adamw.py (500-iteration linear warm-up, AdamW lr 1e-4 / wd 0.05, no
+# decay on norm layers) over 36 epochs, lr x0.1 after epochs 27, 33.
+_base_ = './coco_1x_adamw.py'
+
 max_epochs = 36
-train_cfg = dict(
-    type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+train_cfg = dict(max_epochs=max_epochs)
 
 param_scheduler = [
     dict(
@@ -17,13 +16,3 @@ param_scheduler = [
         milestones=[27, 33],
         gamma=0.1),
 ]
-
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # every parameter whose name contains 'norm' (norm layers of backbone, neck and heads)
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}))
-
-# lr is set for 8 GPUs x 2 images; enable (or pass --auto-scale-lr) to rescale it linearly
-auto_scale_lr = dict(enable=False, base_batch_size=16)
