@@ -107,6 +107,10 @@ def test_attention_matches_oracle(decomposed, training):
         (out * weight).sum().backward()
         (out_ref * weight).sum().backward()
         torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-5)
+        with torch.no_grad():  # the fused oneDNN CPU path
+            torch.testing.assert_close(ours(x, rel_pos(H, W, decomposed, like=x)),
+                                       ref(x_ref, ref_rel_pos(H, W, decomposed)), rtol=0,
+                                       atol=1e-5)
 
 
 def test_attention_modules_registered():
@@ -122,14 +126,16 @@ def test_attention_modules_registered():
 
 # -- backbone --------------------------------------------------------------------------------
 @pytest.mark.parametrize('training', [False, True])
-def test_backbone_matches_oracle(training):
+@pytest.mark.parametrize('grad_enabled', [True, False])  # no grad: the fused oneDNN CPU path
+def test_backbone_matches_oracle(training, grad_enabled):
     torch.manual_seed(0)
     model = randomize_(RMT(TINY, out_indices=(0, 1, 2, 3),
                            out_norm_cfg=dict(type='LN', eps=1e-5))).train(training)
     ref = oracle.oracle_model(model)
     for H, W in [(64, 64), (45, 71)]:
         x = torch.randn(2, 3, H, W)
-        outs, ref_outs = model(x), ref(x)
+        with torch.set_grad_enabled(grad_enabled):
+            outs, ref_outs = model(x), ref(x)
         assert len(outs) == 4
         for out, ref_out in zip(outs, ref_outs):
             torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)

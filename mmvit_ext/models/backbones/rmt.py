@@ -16,6 +16,7 @@ from mmpretrain.models.utils import LayerScale
 from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
+from ..layers.manhattan_attention import fused_dwconv_add, fused_linear, onednn_inference
 from .base import BaseBackbone
 
 
@@ -100,9 +101,29 @@ class RMTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, rel_pos):
+        if onednn_inference(x) and (not self.training or isinstance(self.drop_path, nn.Identity)):
+            return self._forward_onednn(x, rel_pos)
         x = self.cpe(x)
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), rel_pos)))
         return x + self.drop_path(self.ls2(self.ffn(self.norm2(x))))
+
+    def _forward_onednn(self, x, rel_pos):
+        """The same function for fp32 CPU inference, with the residual adds, the GELU and the
+        layer scales fused into the oneDNN convs and GEMMs (see ``onednn_inference``)."""
+        x = fused_dwconv_add(x, self.cpe.proj, x)
+        out = self.attn.attend(self.norm1(x), rel_pos)
+        x = fused_linear(out, *self._scaled(self.attn.out_proj, self.ls1), residual=x)
+        ffn = self.ffn
+        hidden = fused_linear(self.norm2(x), ffn.fc1.weight, ffn.fc1.bias, act='gelu')
+        hidden = fused_dwconv_add(hidden, ffn.dwconv.proj, hidden)
+        return fused_linear(hidden, *self._scaled(ffn.fc2, self.ls2), residual=x)
+
+    @staticmethod
+    def _scaled(linear, layer_scale):
+        """Weight and bias of ``layer_scale(linear(.))`` as one Linear."""
+        if isinstance(layer_scale, nn.Identity):
+            return linear.weight, linear.bias
+        return linear.weight * layer_scale.weight[:, None], linear.bias * layer_scale.weight
 
 
 class RMTStage(nn.Module):

@@ -28,6 +28,38 @@ import torch.nn.functional as F
 
 from mmvit_ext.registry import MODELS
 
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+
+
+def onednn_inference(x):
+    """Whether the fused oneDNN inference kernels serve ``x``: fp32 on CPU, autograd off.
+
+    On CPU these kernels (those ``torch.compile`` uses) run the Linear layers 2-3x faster than
+    the BLAS behind ``F.linear`` and fuse GELU and residual adds into the GEMMs and convs. They
+    have no backward, so with autograd on (training, gradient checks) the plain ops run.
+    """
+    return (_ONEDNN and x.device.type == 'cpu' and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu'))
+
+
+def fused_linear(x, weight, bias, act=None, residual=None):
+    """oneDNN ``act(x @ weight.T + bias)`` (``act``: None or ``'gelu'``, exact erf) or
+    ``x @ weight.T + bias + residual``, for :func:`onednn_inference` inputs; any leading dims."""
+    if residual is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, 'add')
+    if act == 'gelu':
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'gelu', [], 'none')
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+def fused_dwconv_add(x, conv, other):
+    """oneDNN ``conv(x) + other`` on channels-last maps: x, other (B, H, W, C) -> (B, H, W, C),
+    for :func:`onednn_inference` inputs (``conv``: a depth-wise ``nn.Conv2d``)."""
+    out = torch.ops.mkldnn._convolution_pointwise.binary(
+        x.permute(0, 3, 1, 2), other.permute(0, 3, 1, 2), conv.weight, conv.bias,
+        conv.padding, conv.stride, conv.dilation, conv.groups, 'add', None, None, [], None)
+    return out.permute(0, 2, 3, 1)
+
 
 def rotate_every_two(x):
     """Rotate each interleaved pair (x0, x1) -> (-x1, x0) along the last axis."""
@@ -154,21 +186,39 @@ class _ManhattanAttentionBase(nn.Module):
         self.out_proj = nn.Linear(embed_dims, embed_dims)
 
     def _project(self, x, rotation):
-        """(B, H, W, C) -> rotated q, k and v as (B, H, W, N, d), LCE as (B, H, W, N, d)."""
+        """(B, H, W, C) -> rotated q, k as (B, H, W, N, d) and v as (B, H, W, C)."""
         B, H, W, C = x.shape
         N, d = self.num_heads, self.head_dims
-        shape = (B, H, W, N, d)
         # q and k from one GEMM, laid out (N, 2, d) per token: one rotation for both, and q, k
         # stay viewable (not copied) into the W-pass and H-pass layouts.
         weight = torch.stack((self.q_proj.weight.view(N, d, C), self.k_proj.weight.view(N, d, C)),
                              dim=1).flatten(0, 2)
-        bias = torch.stack((self.q_proj.bias.view(N, d), self.k_proj.bias.view(N, d)), dim=1)
-        qk = F.linear(x, weight, bias.flatten()).view(B, H, W, N, 2, d)
-        q, k = theta_shift(qk, rotation.unsqueeze(-2)).unbind(-2)
-        v = self.v_proj(x)
-        # NCHW view of channels-last memory: the conv runs without a layout copy.
-        lce = self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(shape)
-        return q, k, v.view(shape), lce
+        bias = torch.stack((self.q_proj.bias.view(N, d), self.k_proj.bias.view(N, d)),
+                           dim=1).flatten()
+        if onednn_inference(x):
+            qk = fused_linear(x, weight, bias)
+            v = fused_linear(x, self.v_proj.weight, self.v_proj.bias)
+        else:
+            qk = F.linear(x, weight, bias)
+            v = self.v_proj(x)
+        q, k = theta_shift(qk.view(B, H, W, N, 2, d), rotation.unsqueeze(-2)).unbind(-2)
+        return q, k, v
+
+    def _add_lce(self, out, v):
+        """``out + LCE(v)``, both (B, H, W, C); the convs take the channels-last memory as is."""
+        if onednn_inference(v):
+            return fused_dwconv_add(v, self.lce, out)
+        return out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def attend(self, x, rel_pos):
+        """The attention up to ``out_proj``: (B, H, W, C) -> (B, H, W, C)."""
+        raise NotImplementedError
+
+    def forward(self, x, rel_pos):
+        out = self.attend(x, rel_pos)
+        if onednn_inference(out):
+            return fused_linear(out, self.out_proj.weight, self.out_proj.bias)
+        return self.out_proj(out)
 
     def extra_repr(self):
         return f'embed_dims={self.embed_dims}, num_heads={self.num_heads}'
@@ -193,16 +243,16 @@ class ManhattanSelfAttention(_ManhattanAttentionBase):
 
     decomposed = False
 
-    def forward(self, x, rel_pos):
+    def attend(self, x, rel_pos):
         B, H, W, C = x.shape
+        N, d = self.num_heads, self.head_dims
         rotation, mask = rel_pos
-        q, k, v, lce = self._project(x, rotation)
-        L = H * W
+        q, k, v = self._project(x, rotation)
         # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
-        q, k, v = (t.flatten(1, 2).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        out = lce + out.transpose(1, 2).view(lce.shape)
-        return self.out_proj(out.view(B, H, W, C))
+        q, k, v_heads = (t.reshape(B, H * W, N, d).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v_heads, attn_mask=mask, scale=self.scale)
+        # the CPU kernels return (B, L, N, d) memory: the transpose back is a view
+        return self._add_lce(out.transpose(1, 2).reshape(B, H, W, C), v)
 
 
 @MODELS.register_module()
@@ -226,18 +276,19 @@ class DecomposedManhattanSelfAttention(_ManhattanAttentionBase):
 
     decomposed = True
 
-    def forward(self, x, rel_pos):
+    def attend(self, x, rel_pos):
         B, H, W, C = x.shape
         N, d = self.num_heads, self.head_dims
         rotation, (mask_w, mask_h) = rel_pos
-        q, k, v, lce = self._project(x, rotation)
+        q, k, v = self._project(x, rotation)
         # W pass: (B, H, W, N, d) viewed as (B*H, N, W, d) without a copy.
-        q_w, k_w, v_w = (t.permute(0, 1, 3, 2, 4).flatten(0, 1) for t in (q, k, v))
+        q_w, k_w, v_w = (t.view(B, H, W, N, d).permute(0, 1, 3, 2, 4).flatten(0, 1)
+                         for t in (q, k, v))
         v1 = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask_w, scale=self.scale)
         # H pass: (B, H, W, N, d) viewed as (B, W*N, H, d) without a copy; v1 is rearranged
         # once from (B, H, N, W, d) to that layout.
         q_h, k_h = (t.permute(0, 2, 3, 1, 4).flatten(1, 2) for t in (q, k))
         v1 = v1.view(B, H, N, W, d).permute(0, 3, 2, 1, 4).reshape(B, W * N, H, d)
         out = F.scaled_dot_product_attention(q_h, k_h, v1, attn_mask=mask_h, scale=self.scale)
-        out = lce + out.view(B, W, N, H, d).permute(0, 3, 1, 2, 4)
-        return self.out_proj(out.view(B, H, W, C))
+        out = out.view(B, W, N, H, d).permute(0, 3, 1, 2, 4).reshape(B, H, W, C)
+        return self._add_lce(out, v)
