@@ -36,6 +36,9 @@ def test_gma_matches_oracle(dims, size, train):
     attn.train(train)
     oracle.train(train)
     x = torch.randn(2, *size, dims, requires_grad=True)
+    if not train:  # inference writes into preallocated buffers (out= ops): check it too
+        with torch.no_grad():
+            torch.testing.assert_close(attn(x), oracle(x), atol=1e-5, rtol=1e-5)
     out = attn(x)
     assert out.shape == x.shape
     torch.testing.assert_close(out, oracle(x), atol=1e-5, rtol=1e-5)
@@ -67,6 +70,10 @@ def test_backbone_matches_oracle(train):
     assert oracle.training == train
     for size in [(64, 64), (200, 200), (225, 160), (33, 47)]:
         x = torch.randn(2, 3, *size)
+        if not train:
+            with torch.no_grad():
+                for out, ref in zip(model(x), oracle(x)):
+                    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         outs, expected = model(x), oracle(x)
         strides = [4, 8, 16, 32]
         for out, ref, dims, stride in zip(outs, expected, TINY['embed_dims'], strides):

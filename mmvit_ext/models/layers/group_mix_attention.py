@@ -1,19 +1,23 @@
 """Group-Mix Attention (GMA) of GroupMixFormer (Ge et al., arXiv 2311.15157).
 
 Numerically the official ``EfficientAtt`` (see ``../shared/specs/groupmixformer.md`` section
-1.5), computed channels-last with fused convolutions:
+1.5), computed channels-last with only the official convolution taps:
 
-* the aggregator's depth-wise convs (identity, 3x3, 5x5, 7x7 proxies and the 3x3 conv of the
-  non-attention branch, for q, k and v at once) run as ONE depth-wise 7x7 conv over the 3C
-  ``qkv`` channels, the smaller kernels zero-padded and the identity segment a delta kernel;
-* the three proxy point-wise convs (shared by q, k, v) run as one batched matmul on strided
-  views; the four proxy BNs are one BN over the 4C/5 proxy channels whose batch statistics
-  pool q, k and v exactly as the official 3B-batch does;
-* the conv relative position encoding's 3x3/5x5/7x7 head groups run as one depth-wise 7x7 conv.
+* the qkv projection runs as one GEMM per aggregator segment (rows ``[q_i | k_i | v_i]`` of
+  the official weight), so every depth-wise conv reads a contiguous channels-last map: the
+  3x3, 5x5 and 7x7 proxies (weights shared by q, k, v) and the 3x3 of the non-attention
+  branch each convolve exactly their own channels; the identity segment has no conv;
+* the proxies' point-wise convs see q, k and v rows of one ``(B*H*W*3, s)`` matrix; in eval
+  mode the proxy BN is folded into them (and into the identity segment's qkv rows), in train
+  mode one BN over the four segments pools q, k and v like the official 3B batch;
+* proxies are written segment-major ``(B, 4, N, 3, s)``, so the factorised attention of all
+  heads is two batched matmuls over ``B*4`` (one ``s x s`` context per segment, whose two
+  off-diagonal head blocks are zeroed);
+* the conv relative position encoding runs its 3x3/5x5/7x7 head groups as three depth-wise
+  convs, and ``scale * attn + q * conv(v)`` is written straight into the ``proj`` input.
 
-Parameters keep the official shapes (the fused kernels are assembled at every forward, which
-costs nothing next to the convolutions), so converting a checkpoint is renaming plus the
-concatenation of the four proxy BNs.
+Parameters keep the official shapes except the four proxy BNs, stored as one BN over the 4s
+proxy channels, so converting a checkpoint is renaming plus that concatenation.
 """
 import torch
 import torch.nn as nn
@@ -26,13 +30,6 @@ from mmvit_ext.registry import MODELS
 PROXY_KERNELS = (3, 5, 7)
 #: Heads per depth-wise kernel in the conv relative position encoding (official, 8 heads).
 CRPE_HEAD_SPLIT = {3: 2, 5: 3, 7: 3}
-MAX_KERNEL = 7
-
-
-def pad_kernel(weight, size=MAX_KERNEL):
-    """Zero-pad a centred ``(C, 1, k, k)`` kernel to ``(C, 1, size, size)``."""
-    pad = (size - weight.shape[-1]) // 2
-    return F.pad(weight, (pad, pad, pad, pad))
 
 
 def check_gma_dims(embed_dims, num_heads):
@@ -44,6 +41,22 @@ def check_gma_dims(embed_dims, num_heads):
         raise ValueError(f'GroupMixAttention embed_dims must be divisible by 5 with 4/5 of it '
                          f'divisible by num_heads={num_heads} (a multiple of 10 for 8 heads), '
                          f'got {embed_dims}.')
+
+
+def depthwise(x, weight, bias=None):
+    """Depth-wise conv with 'same' padding on a channels-last map: (B, H, W, c) -> same."""
+    out = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2,
+                   groups=weight.shape[0])
+    return out.permute(0, 2, 3, 1)
+
+
+def write_into(out, fn, *args):
+    """``out[...] = fn(*args)``: through ``fn``'s ``out=`` (no temporary) unless autograd must
+    record it (``out=`` ops are not differentiable)."""
+    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+        out.copy_(fn(*args))
+    else:
+        fn(*args, out=out)
 
 
 class GroupAggregator(nn.Module):
@@ -59,15 +72,14 @@ class GroupAggregator(nn.Module):
         norm_cfg (dict): Norm of the segments 0-3 (``norm``, over their 4s channels).
 
     Shapes:
-        qkv: (B, H, W, 3C), channels ``[q | k | v]`` -> proxies (B, H, W, 3, 4s) (q, k, v of
-        the segments 0-3, channels segment-major) and branch (B, H, W, s).
+        segments: five (B, H, W, 3s) maps, segment i of ``[q | k | v]``; proxies (output):
+        (B, 4, H*W, 3, s), written in place; returns the branch (B, H, W, s).
     """
 
     def __init__(self, embed_dims, norm_cfg=dict(type='BN')):
         super().__init__()
         self.embed_dims = embed_dims
         seg = self.seg_dims = embed_dims // 5
-        # Weight holders in the official shapes; forward fuses them.
         self.local_dw = nn.ModuleList(
             nn.Conv2d(seg, seg, k, padding=k // 2, groups=seg, bias=False) for k in PROXY_KERNELS)
         self.local_pw = nn.ModuleList(
@@ -77,63 +89,71 @@ class GroupAggregator(nn.Module):
         self.branch_pw = nn.Conv2d(3 * seg, seg, 1, bias=False)
         self.branch_norm = nn.LayerNorm(seg, eps=1e-5)
 
-    def fused_dw_kernel(self):
-        """The (3C, 1, 7, 7) depth-wise kernel of all five segments of q, k and v."""
-        seg = self.seg_dims
-        weight = self.branch_dw.weight
-        delta = weight.new_zeros(seg, 1, MAX_KERNEL, MAX_KERNEL)
-        delta[:, :, MAX_KERNEL // 2, MAX_KERNEL // 2] = 1
-        shared = [delta] + [pad_kernel(conv.weight) for conv in self.local_dw]
-        return torch.cat([kernel for t in range(3) for kernel in
-                          shared + [pad_kernel(weight[t * seg:(t + 1) * seg])]])
+    def folded_norm(self):
+        """Eval-mode proxy BN as per-channel ``(scale, shift)`` over the 4s channels."""
+        norm = self.norm
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        return scale, norm.bias - norm.running_mean * scale
 
-    def forward(self, qkv):
-        B, H, W, _ = qkv.shape
+    def proxy_pre_norm(self, segments, i, scale=None, shift=None):
+        """Segment i (1-3): depth-wise kxk + point-wise conv on the (M*3, s) rows of q, k, v;
+        with ``scale``/``shift`` (eval) the BN is folded into the point-wise weight."""
         seg = self.seg_dims
-        # A contiguous (B, H, W, 3C) permuted to NCHW is channels-last memory: no copy.
-        mixed = F.conv2d(qkv.permute(0, 3, 1, 2), self.fused_dw_kernel(), padding=MAX_KERNEL // 2,
-                         groups=3 * self.embed_dims).permute(0, 2, 3, 1)
-        mixed = mixed.reshape(B, H, W, 3, 5, seg)
-        # Point-wise convs of the proxy segments 1-3 (shared by q, k, v): one batched matmul
-        # over the segments, on strided views of the conv output.
-        segments = mixed.view(-1, 5, seg)
-        local = torch.bmm(segments[:, 1:4].transpose(0, 1),
-                          torch.stack([conv.weight.flatten(1).t() for conv in self.local_pw]))
-        proxies = torch.cat([segments[:, :1], local.transpose(0, 1)], dim=1)
-        # One BN over (B*H*W*3) samples: the statistics pool q, k and v like the official
-        # (3B, s, H, W) batch.
-        proxies = F.hardswish(self.norm(proxies.view(-1, 4 * seg, 1, 1)))
-        proxies = proxies.view(B, H, W, 3, 4 * seg)
-        branch = F.linear(mixed[..., 4, :].reshape(B, H, W, 3 * seg),
-                          self.branch_pw.weight.flatten(1))
-        branch = F.hardswish(self.branch_norm(branch))
-        return proxies, branch
+        weight = self.local_dw[i - 1].weight
+        mixed = depthwise(segments[i], weight.repeat(3, 1, 1, 1)).reshape(-1, seg)
+        pw_weight = self.local_pw[i - 1].weight.flatten(1)
+        if scale is None:
+            return F.linear(mixed, pw_weight)
+        return F.linear(mixed, pw_weight * scale[:, None], shift)
+
+    def forward(self, segments, proxies, branch_out):
+        B, H, W, _ = segments[0].shape
+        seg = self.seg_dims
+        if self.norm.training:
+            # One BN over the 4s channels of (B*H*W*3) samples: the statistics pool q, k and v
+            # like the official (3B, s, H, W) batch.
+            pre = torch.cat([segments[0].reshape(-1, seg)] +
+                            [self.proxy_pre_norm(segments, i) for i in (1, 2, 3)], dim=1)
+            post = F.hardswish(self.norm(pre.view(-1, 4 * seg, 1, 1)))
+            proxies.copy_(post.view(B, H * W, 3, 4, seg).permute(0, 3, 1, 2, 4))
+        else:
+            # segment 0's BN is folded into its qkv rows by the caller (see folded_norm)
+            write_into(proxies[:, 0].flatten(2), torch._C._nn.hardswish, segments[0].view(B, H * W, 3 * seg))
+            scale, shift = self.folded_norm()
+            for i in (1, 2, 3):
+                part = slice(i * seg, (i + 1) * seg)
+                pre = self.proxy_pre_norm(segments, i, scale[part], shift[part])
+                write_into(proxies[:, i].flatten(2), torch._C._nn.hardswish, pre.view(B, H * W, 3 * seg))
+        branch = depthwise(segments[4], self.branch_dw.weight).reshape(-1, 3 * seg)
+        branch = self.branch_norm(F.linear(branch, self.branch_pw.weight.flatten(1)))
+        write_into(branch_out, torch._C._nn.hardswish, branch.view(B, H * W, seg))
 
 
 class ConvRelPosEnc(nn.Module):
     """Conv relative position term ``q * DWConv(v)``: heads 0-1 get a 3x3, heads 2-4 a 5x5 and
-    heads 5-7 a 7x7 depth-wise conv (with bias), computed as one 7x7 depth-wise conv.
+    heads 5-7 a 7x7 depth-wise conv (with bias).
 
     Args:
         head_dims (int): Channels d per head.
 
     Shapes:
-        q, v: (B, N, h*d) with N = H*W, channels head-major; H, W -> (B, N, h*d).
+        v: (B, 4, N, 2d) segment-major (two heads per segment), N = H*W -> the three conv
+        outputs (B, H, W, 2d), (B, H, W, 3d), (B, H, W, 3d).
     """
 
     def __init__(self, head_dims):
         super().__init__()
+        self.head_dims = head_dims
         self.convs = nn.ModuleList(
             nn.Conv2d(heads * head_dims, heads * head_dims, k, padding=k // 2,
                       groups=heads * head_dims) for k, heads in CRPE_HEAD_SPLIT.items())
 
-    def forward(self, q, v, H, W):
-        B, N, C = v.shape
-        weight = torch.cat([pad_kernel(conv.weight) for conv in self.convs])
-        bias = torch.cat([conv.bias for conv in self.convs])
-        conv_v = F.conv2d(v.reshape(B, H, W, C).permute(0, 3, 1, 2), weight, bias,
-                          padding=MAX_KERNEL // 2, groups=C)
-        return q * conv_v.permute(0, 2, 3, 1).reshape(B, N, C)
+    def forward(self, v, H, W):
+        B, d = v.shape[0], self.head_dims
+        groups = [v[:, 0], torch.cat([v[:, 1], v[:, 2, :, :d]], dim=-1),
+                  torch.cat([v[:, 2, :, d:], v[:, 3]], dim=-1)]
+        return [depthwise(group.reshape(B, H, W, -1), conv.weight, conv.bias)
+                for group, conv in zip(groups, self.convs)]
 
 
 @MODELS.register_module()
@@ -172,19 +192,43 @@ class GroupMixAttention(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def qkv_segments(self, x):
+        """One GEMM per aggregator segment i: rows ``[q_i | k_i | v_i]`` -> (B, H, W, 3s);
+        in eval mode the identity segment's BN is folded into its rows."""
+        C, seg = self.embed_dims, self.aggregator.seg_dims
+        weight = self.qkv.weight.view(3, 5, seg, C)
+        bias = self.qkv.bias.view(3, 5, seg) if self.qkv.bias is not None else None
+        segments = []
+        for i in range(5):
+            w = weight[:, i].reshape(3 * seg, C)
+            b = bias[:, i].reshape(3 * seg) if bias is not None else None
+            if i == 0 and not self.aggregator.norm.training:
+                scale, shift = (t[:seg].repeat(3) for t in self.aggregator.folded_norm())
+                w = w * scale[:, None]
+                b = shift if b is None else torch.addcmul(shift, b, scale)
+            segments.append(F.linear(x, w, b))
+        return segments
+
     def forward(self, x):
-        B, H, W, _ = x.shape
-        N, hd = H * W, self.num_heads * self.head_dims
-        proxies, branch = self.aggregator(self.qkv(x))
-        q, k, v = (t.reshape(B, N, hd) for t in proxies.unbind(3))      # views, head-major
-        k = k.softmax(dim=1)
-        # Per head on strided channel slices (no transposed copies of q, k, v); the official
-        # scale multiplies the small (d x d) context instead of the (N x d) product.
-        heads = [slice(i * self.head_dims, (i + 1) * self.head_dims)
-                 for i in range(self.num_heads)]
-        attn = torch.cat([
-            torch.bmm(q[..., i], torch.bmm(k[..., i].transpose(1, 2), v[..., i]) * self.scale)
-            for i in heads], dim=-1)
-        out = self.crpe(q, v, H, W) + attn
-        out = self.proj(torch.cat([out.view(B, H, W, hd), branch], dim=-1))
-        return self.proj_drop(out)
+        B, H, W, C = x.shape
+        N, seg, d = H * W, self.aggregator.seg_dims, self.head_dims
+        proxies = x.new_empty(B, 4, N, 3, seg)
+        # the proj input: [attention heads, head-major (4s) | non-attention branch (s)]
+        merged = x.new_empty(B, N, C)
+        self.aggregator(self.qkv_segments(x), proxies, merged[..., 4 * seg:])
+        q, k, v = proxies.unbind(3)                                      # (B, 4, N, s) each
+        k = k.softmax(dim=2)
+        # One s x s context per segment (two heads); the cross-head blocks are zeroed and the
+        # official scale is applied to the small context instead of the (N x s) product.
+        mask = torch.block_diag(*[x.new_full((d, d), self.scale)] * 2)
+        context = torch.bmm(k.reshape(B * 4, N, seg).transpose(1, 2), v.reshape(B * 4, N, seg))
+        attn = torch.bmm(q.reshape(B * 4, N, seg), context * mask).view(B, 4, N, seg)
+        conv3, conv5, conv7 = (t.reshape(B, N, -1) for t in self.crpe(v, H, W))
+        # scale * attn + q * conv(v), per (segment, CRPE kernel) piece of heads
+        pieces = [(0, slice(0, seg), conv3), (1, slice(0, seg), conv5[..., :2 * d]),
+                  (2, slice(0, d), conv5[..., 2 * d:]), (2, slice(d, seg), conv7[..., :d]),
+                  (3, slice(0, seg), conv7[..., d:])]
+        for i, part, conv in pieces:
+            write_into(merged[..., i * seg + part.start:i * seg + part.stop], torch.addcmul,
+                       attn[:, i, :, part], q[:, i, :, part], conv)
+        return self.proj_drop(self.proj(merged).view(B, H, W, C))
