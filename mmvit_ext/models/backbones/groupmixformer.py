@@ -10,6 +10,7 @@ code asserts on sizes that are not multiples of 32).
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import constant_init, trunc_normal_
@@ -41,6 +42,13 @@ class SeparableDownsample(nn.Sequential):
         self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.bn = build_norm_layer(norm_cfg, out_channels)[1]
         self.act = nn.Hardswish()
+
+    def forward(self, x):
+        x = self.dw(x)
+        # The point-wise conv as a GEMM over the channels-last pixels (a 1x1 conv on
+        # channels-last memory falls back to a slow non-oneDNN kernel on CPU).
+        x = F.linear(x.permute(0, 2, 3, 1), self.pw.weight.flatten(1)).permute(0, 3, 1, 2)
+        return self.act(self.bn(x))
 
 
 class GroupMixFFN(nn.Module):
