@@ -7,17 +7,45 @@ downsample of stage ``i`` is the first module of stage ``i + 1`` here (same func
 ``norm_eval`` really freezes the BatchNorm statistics (SyncBN included), ``frozen_stages`` exists,
 ``with_cp`` uses non-reentrant checkpointing, and the relative-position tables are cached.
 """
+import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.utils import LayerScale
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
 from ..layers.manhattan_attention import fused_dwconv_add, fused_linear, onednn_inference
 from .base import BaseBackbone
+
+
+def fold_conv_bn(conv, norm):
+    """Weight and bias of ``norm(conv(.))`` as one conv where ``norm`` is a BatchNorm using its
+    running statistics (eval mode), else None. Exact up to float rounding."""
+    if not isinstance(norm, _BatchNorm) or norm.training or norm.running_var is None:
+        return None
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight
+    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
+    bias = bias * scale
+    if norm.affine:
+        bias = bias + norm.bias
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def onednn_conv_bn(x, conv, norm, gelu=False):
+    """``[GELU](norm(conv(x)))`` as one oneDNN conv on channels-last memory (NCHW shape in and
+    out), for ``onednn_inference`` inputs; None where ``norm`` cannot be folded."""
+    folded = fold_conv_bn(conv, norm)
+    if folded is None:
+        return None
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, *folded, conv.padding, conv.stride, conv.dilation, conv.groups,
+        'gelu' if gelu else 'none', [], 'none' if gelu else '')
 
 
 class RMTStem(nn.Sequential):
@@ -37,7 +65,19 @@ class RMTStem(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x):
+        if onednn_inference(x):
+            out = self._forward_onednn(x.contiguous(memory_format=torch.channels_last))
+            if out is not None:
+                return out.permute(0, 2, 3, 1)
         return super().forward(x).permute(0, 2, 3, 1)
+
+    def _forward_onednn(self, x):
+        """Eval BatchNorms folded into the convs, GELU fused; None if a norm does not fold."""
+        for start in (0, 3, 6, 9):  # conv, norm[, GELU]
+            x = onednn_conv_bn(x, self[start], self[start + 1], gelu=start < 9)
+            if x is None:
+                return None
+        return x
 
 
 class RMTDownsample(nn.Module):
@@ -52,7 +92,11 @@ class RMTDownsample(nn.Module):
         self.norm = build_norm_layer(norm_cfg, out_channels)[1]
 
     def forward(self, x):
-        return self.norm(self.conv(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        x = x.permute(0, 3, 1, 2)
+        out = onednn_conv_bn(x, self.conv, self.norm) if onednn_inference(x) else None
+        if out is None:
+            out = self.norm(self.conv(x))
+        return out.permute(0, 2, 3, 1)
 
 
 class RMTFFN(nn.Module):
