@@ -141,6 +141,20 @@ def test_backbone_matches_oracle(training, grad_enabled):
             torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
 
 
+def test_inference_weight_cache_follows_weight_updates():
+    # The oneDNN path caches reordered / BN-folded weights; in-place updates must refresh them.
+    torch.manual_seed(0)
+    model = randomize_(RMT(TINY, out_indices=(0, 1, 2, 3))).eval()
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        before = model(x)
+        model.load_state_dict(randomize_(RMT(TINY, out_indices=(0, 1, 2, 3)), seed=1).state_dict())
+        after, ref = model(x), oracle.oracle_model(model)(x)
+    for out, ref_out, old in zip(after, ref, before):
+        torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
+        assert not torch.allclose(out, old)
+
+
 def test_out_indices_shapes_and_strides():
     model = RMT(TINY, out_indices=(0, 1, 2, 3)).eval()
     with torch.no_grad():

@@ -18,15 +18,19 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
-from ..layers.manhattan_attention import fused_dwconv_add, fused_linear, onednn_inference
+from ..layers.manhattan_attention import (fused_dwconv_add, fused_linear, onednn_inference,
+                                          packed_linear, packed_weights)
 from .base import BaseBackbone
 
 
+def foldable_bn(norm):
+    """Whether ``norm`` is a BatchNorm normalising by its running statistics (eval mode)."""
+    return isinstance(norm, _BatchNorm) and not norm.training and norm.running_var is not None
+
+
 def fold_conv_bn(conv, norm):
-    """Weight and bias of ``norm(conv(.))`` as one conv where ``norm`` is a BatchNorm using its
-    running statistics (eval mode), else None. Exact up to float rounding."""
-    if not isinstance(norm, _BatchNorm) or norm.training or norm.running_var is None:
-        return None
+    """Weight and bias of ``norm(conv(.))`` as one conv, for a :func:`foldable_bn` ``norm``.
+    Exact up to float rounding."""
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.affine:
         scale = scale * norm.weight
@@ -40,11 +44,20 @@ def fold_conv_bn(conv, norm):
 def onednn_conv_bn(x, conv, norm, gelu=False):
     """``[GELU](norm(conv(x)))`` as one oneDNN conv on channels-last memory (NCHW shape in and
     out), for ``onednn_inference`` inputs; None where ``norm`` cannot be folded."""
-    folded = fold_conv_bn(conv, norm)
-    if folded is None:
+    if not foldable_bn(norm):
         return None
+
+    def build():
+        weight, bias = fold_conv_bn(conv, norm)
+        return torch.ops.mkldnn._reorder_convolution_weight(
+            weight, conv.padding, conv.stride, conv.dilation, conv.groups), bias
+
+    sources = [conv.weight, conv.bias, norm.running_mean, norm.running_var]
+    if norm.affine:
+        sources += [norm.weight, norm.bias]
+    weight, bias = packed_weights(conv, 'conv_bn', sources, build)
     return torch.ops.mkldnn._convolution_pointwise(
-        x, *folded, conv.padding, conv.stride, conv.dilation, conv.groups,
+        x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups,
         'gelu' if gelu else 'none', [], 'none' if gelu else '')
 
 
@@ -156,18 +169,18 @@ class RMTBlock(nn.Module):
         layer scales fused into the oneDNN convs and GEMMs (see ``onednn_inference``)."""
         x = fused_dwconv_add(x, self.cpe.proj, x)
         out = self.attn.attend(self.norm1(x), rel_pos)
-        x = fused_linear(out, *self._scaled(self.attn.out_proj, self.ls1), residual=x)
-        ffn = self.ffn
-        hidden = fused_linear(self.norm2(x), ffn.fc1.weight, ffn.fc1.bias, act='gelu')
-        hidden = fused_dwconv_add(hidden, ffn.dwconv.proj, hidden)
-        return fused_linear(hidden, *self._scaled(ffn.fc2, self.ls2), residual=x)
+        x = fused_linear(out, *self._packed(self.attn.out_proj, self.ls1), residual=x)
+        hidden = fused_linear(self.norm2(x), *self._packed(self.ffn.fc1), act='gelu')
+        hidden = fused_dwconv_add(hidden, self.ffn.dwconv.proj, hidden)
+        return fused_linear(hidden, *self._packed(self.ffn.fc2, self.ls2), residual=x)
 
-    @staticmethod
-    def _scaled(linear, layer_scale):
-        """Weight and bias of ``layer_scale(linear(.))`` as one Linear."""
-        if isinstance(layer_scale, nn.Identity):
-            return linear.weight, linear.bias
-        return linear.weight * layer_scale.weight[:, None], linear.bias * layer_scale.weight
+    def _packed(self, linear, layer_scale=None):
+        """oneDNN weights of ``layer_scale(linear(.))`` as one Linear (cached)."""
+        if layer_scale is None or isinstance(layer_scale, nn.Identity):
+            return packed_linear(linear, 'linear', (linear.weight, linear.bias))
+        scale = layer_scale.weight
+        return packed_linear(linear, 'scaled', (linear.weight, linear.bias, scale),
+                             lambda: (linear.weight * scale[:, None], linear.bias * scale))
 
 
 class RMTStage(nn.Module):

@@ -22,6 +22,8 @@ Example::
     y = attn(x, rel_pos(14, 9, decomposed=True, like=x))  # (B, H, W, C)
 """
 
+import weakref
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -40,6 +42,32 @@ def onednn_inference(x):
     """
     return (_ONEDNN and x.device.type == 'cpu' and x.dtype == torch.float32
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu'))
+
+
+_PACKED = weakref.WeakKeyDictionary()  # module -> {name: (source versions, packed tensors)}
+
+
+def packed_weights(module, name, sources, build):
+    """``build()`` (weights derived from ``sources`` and reordered for oneDNN), cached per
+    ``module`` and ``name`` until a source tensor is replaced or modified in place (optimizer
+    steps and ``load_state_dict`` bump the version). The cache sits outside the module, so
+    state_dict, deepcopy and pickling never see it; it holds one extra copy of the weights.
+    """
+    key = tuple((t.data_ptr(), t._version, t.shape) for t in sources)
+    entries = _PACKED.setdefault(module, {})
+    if name not in entries or entries[name][0] != key:
+        entries[name] = (key, build())
+    return entries[name][1]
+
+
+def packed_linear(module, name, sources, make=None):
+    """``(weight, bias)`` of ``make()`` (default: the first two ``sources``) with the weight
+    reordered for oneDNN GEMMs, cached (see :func:`packed_weights`)."""
+    def build():
+        weight, bias = make() if make is not None else sources[:2]
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias.detach()
+
+    return packed_weights(module, name, sources, build)
 
 
 def fused_linear(x, weight, bias, act=None, residual=None):
@@ -191,18 +219,25 @@ class _ManhattanAttentionBase(nn.Module):
         N, d = self.num_heads, self.head_dims
         # q and k from one GEMM, laid out (N, 2, d) per token: one rotation for both, and q, k
         # stay viewable (not copied) into the W-pass and H-pass layouts.
+        if onednn_inference(x):
+            sources = (self.q_proj.weight, self.q_proj.bias, self.k_proj.weight,
+                       self.k_proj.bias)
+            qk = fused_linear(x, *packed_linear(self, 'qk', sources, self._qk_weights))
+            v = fused_linear(x, *packed_linear(self, 'v', (self.v_proj.weight, self.v_proj.bias)))
+        else:
+            qk = F.linear(x, *self._qk_weights())
+            v = self.v_proj(x)
+        q, k = theta_shift(qk.view(B, H, W, N, 2, d), rotation.unsqueeze(-2)).unbind(-2)
+        return q, k, v
+
+    def _qk_weights(self):
+        """q_proj and k_proj as one Linear with outputs ordered (N, 2, d)."""
+        N, d, C = self.num_heads, self.head_dims, self.embed_dims
         weight = torch.stack((self.q_proj.weight.view(N, d, C), self.k_proj.weight.view(N, d, C)),
                              dim=1).flatten(0, 2)
         bias = torch.stack((self.q_proj.bias.view(N, d), self.k_proj.bias.view(N, d)),
                            dim=1).flatten()
-        if onednn_inference(x):
-            qk = fused_linear(x, weight, bias)
-            v = fused_linear(x, self.v_proj.weight, self.v_proj.bias)
-        else:
-            qk = F.linear(x, weight, bias)
-            v = self.v_proj(x)
-        q, k = theta_shift(qk.view(B, H, W, N, 2, d), rotation.unsqueeze(-2)).unbind(-2)
-        return q, k, v
+        return weight, bias
 
     def _add_lce(self, out, v):
         """``out + LCE(v)``, both (B, H, W, C); the convs take the channels-last memory as is."""
@@ -217,7 +252,8 @@ class _ManhattanAttentionBase(nn.Module):
     def forward(self, x, rel_pos):
         out = self.attend(x, rel_pos)
         if onednn_inference(out):
-            return fused_linear(out, self.out_proj.weight, self.out_proj.bias)
+            weights = packed_linear(self, 'out_proj', (self.out_proj.weight, self.out_proj.bias))
+            return fused_linear(out, *weights)
         return self.out_proj(out)
 
     def extra_repr(self):
