@@ -21,10 +21,21 @@ Conventions (as in mmpretrain):
 import os.path as osp
 import re
 
+import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_with_prefix
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class BackboneStage(nn.Module):
+    """One stage of the shared layout: ``downsample`` (None or a module, applied first) then
+    ``blocks``; families add their own per-stage members as attributes."""
+
+    def __init__(self, blocks, downsample=None):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
 
 
 class BaseBackbone(BaseModule):

@@ -18,7 +18,7 @@ from mmengine.model.weight_init import constant_init, trunc_normal_
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
 from mmvit_ext.registry import MODELS
-from .base import BaseBackbone
+from .base import BackboneStage, BaseBackbone
 
 
 class ConvBNAct(nn.Sequential):
@@ -88,15 +88,6 @@ class GroupMixBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class GroupMixStage(nn.Module):
-    """``downsample`` (separable conv embedding) then ``blocks``."""
-
-    def __init__(self, downsample, blocks):
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.ModuleList(blocks)
-
-
 @MODELS.register_module()
 class GroupMixFormer(BaseBackbone):
     """GroupMixFormer backbone.
@@ -159,11 +150,11 @@ class GroupMixFormer(BaseBackbone):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             first = sum(depths[:i])
-            self.stages.append(GroupMixStage(
-                SeparableDownsample(embed_dims[max(i - 1, 0)], embed_dims[i], 1 if i == 0 else 2,
-                                    norm_cfg),
+            self.stages.append(BackboneStage(
                 [GroupMixBlock(embed_dims[i], num_heads, mlp_ratios[i], dpr[first + j], drop_rate,
-                               qkv_bias, qk_scale, norm_cfg) for j in range(depth)]))
+                               qkv_bias, qk_scale, norm_cfg) for j in range(depth)],
+                SeparableDownsample(embed_dims[max(i - 1, 0)], embed_dims[i], 1 if i == 0 else 2,
+                                    norm_cfg)))
         self._freeze_stages()
 
     def init_weights(self):

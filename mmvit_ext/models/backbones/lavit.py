@@ -25,7 +25,7 @@ from ..layers.less_attention import LessAttention, VanillaAttention
 from ..layers.patch_embed import ConvPatchEmbed
 from ..layers.residual_attention_downsample import ResidualAttentionDownsample
 from ..losses.diagonality_loss import DiagonalityLoss
-from .base import BaseBackbone
+from .base import BackboneStage, BaseBackbone
 
 # PVTv2's patch-embedding LayerNorm (torch default eps)
 PVT_LN = dict(type='LN', eps=1e-5)
@@ -80,17 +80,6 @@ class LaViTBlock(nn.Module):
         x = x + self.drop_path(attn_out)
         x = x + self.drop_path(self.mlp(self.norm2(x), hw))
         return x, logits
-
-
-class LaViTStage(nn.Module):
-    """``downsample`` (patch embedding, None in stage 1), ``attn_downsample`` (residual
-    attention from the previous stage, None in stage 1), ``blocks``."""
-
-    def __init__(self, downsample, attn_downsample, blocks):
-        super().__init__()
-        self.downsample = downsample
-        self.attn_downsample = attn_downsample
-        self.blocks = nn.ModuleList(blocks)
 
 
 @MODELS.register_module()
@@ -165,12 +154,12 @@ class LaViT(BaseBackbone):
                            rates[sum(depths[:i]) + j], less_attention=j >= va[i])
                 for j in range(depth)
             ]
-            if i == 0:
-                self.stages.append(LaViTStage(None, None, blocks))
-            else:
-                self.stages.append(LaViTStage(
-                    ConvPatchEmbed(dims[i - 1], dims[i], 3, 2, norm_cfg=PVT_LN),
-                    ResidualAttentionDownsample(heads[i - 1], heads[i]), blocks))
+            stage = BackboneStage(blocks, ConvPatchEmbed(dims[i - 1], dims[i], 3, 2, PVT_LN)
+                                  if i > 0 else None)
+            # the residual attention of the previous stage, None in stage 1
+            stage.attn_downsample = (ResidualAttentionDownsample(heads[i - 1], heads[i])
+                                     if i > 0 else None)
+            self.stages.append(stage)
         self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
         self._freeze_stages()
 

@@ -10,7 +10,7 @@ from mmvit_ext.registry import MODELS
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention
 from ..layers.patch_embed import ConvPatchEmbed
-from .base import BaseBackbone
+from .base import BackboneStage, BaseBackbone
 
 
 class PaleBlock(nn.Module):
@@ -34,15 +34,6 @@ class PaleBlock(nn.Module):
         x = self.cpe(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return self.ffn(self.norm2(x), identity=x)
-
-
-class PaleStage(nn.Module):
-    """One stage: optional ``downsample`` (patch merging) first, then ``blocks``."""
-
-    def __init__(self, blocks, downsample=None):
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.ModuleList(blocks)
 
 
 @MODELS.register_module()
@@ -102,7 +93,7 @@ class PaleTransformer(BaseBackbone):
             blocks = [PaleBlock(dims[i], heads[i], pale_sizes[i], self.arch['mlp_ratio'],
                                 drop_rates[first + j]) for j in range(depths[i])]
             downsample = ConvPatchEmbed(dims[i - 1], dims[i], 3, 2) if i > 0 else None
-            self.stages.append(PaleStage(blocks, downsample))
+            self.stages.append(BackboneStage(blocks, downsample))
         self.out_norms = nn.ModuleList(
             nn.LayerNorm(dims[i], eps=1e-6) if i in self.out_indices else nn.Identity()
             for i in range(num_stages)) if with_out_norms else None
