@@ -6,6 +6,9 @@ mmdet/mmseg backbone; official checkpoints load after
 downsample of stage ``i`` is the first module of stage ``i + 1`` here (same function),
 ``norm_eval`` really freezes the BatchNorm statistics (SyncBN included), ``frozen_stages`` exists,
 ``with_cp`` uses non-reentrant checkpointing, and the relative-position tables are cached.
+fp32 CPU inference (autograd off) runs fused oneDNN kernels with cached reordered weights and
+BatchNorms folded into the convs (same numbers up to float rounding); see
+``onednn_inference`` in ``mmvit_ext/models/layers/manhattan_attention.py``.
 """
 import torch
 import torch.nn as nn
@@ -52,9 +55,8 @@ def onednn_conv_bn(x, conv, norm, gelu=False):
         return torch.ops.mkldnn._reorder_convolution_weight(
             weight, conv.padding, conv.stride, conv.dilation, conv.groups), bias
 
-    sources = [conv.weight, conv.bias, norm.running_mean, norm.running_var]
-    if norm.affine:
-        sources += [norm.weight, norm.bias]
+    sources = [t for t in (conv.weight, conv.bias, norm.running_mean, norm.running_var,
+                           norm.weight, norm.bias) if t is not None]
     weight, bias = packed_weights(conv, 'conv_bn', sources, build)
     return torch.ops.mkldnn._convolution_pointwise(
         x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups,
