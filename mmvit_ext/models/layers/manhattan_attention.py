@@ -53,7 +53,8 @@ def packed_weights(module, name, sources, build):
     steps and ``load_state_dict`` bump the version). The cache sits outside the module, so
     state_dict, deepcopy and pickling never see it; it holds one extra copy of the weights.
     """
-    key = tuple((t.data_ptr(), t._version, t.shape) for t in sources)
+    # inference tensors (made under torch.inference_mode) cannot change in place: no version
+    key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.shape) for t in sources)
     entries = _PACKED.setdefault(module, {})
     if name not in entries or entries[name][0] != key:
         entries[name] = (key, build())
