@@ -8,7 +8,7 @@ downsample of stage ``i`` is the first module of stage ``i + 1`` here (same func
 ``with_cp`` uses non-reentrant checkpointing, and the relative-position tables are cached.
 fp32 CPU inference (autograd off) runs fused oneDNN kernels with cached reordered weights and
 BatchNorms folded into the convs (same numbers up to float rounding); see
-``onednn_inference`` in ``mmvit_ext/models/layers/manhattan_attention.py``.
+``mmvit_ext/models/layers/onednn.py``.
 """
 import torch
 import torch.nn as nn
@@ -16,51 +16,13 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.utils import LayerScale
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
-from ..layers.manhattan_attention import (fused_dwconv_add, fused_linear, onednn_inference,
-                                          packed_linear, packed_weights)
+from ..layers.onednn import (fused_dwconv_add, fused_linear, onednn_conv_bn, onednn_inference,
+                             packed_linear)
 from .base import BaseBackbone
-
-
-def foldable_bn(norm):
-    """Whether ``norm`` is a BatchNorm normalising by its running statistics (eval mode)."""
-    return isinstance(norm, _BatchNorm) and not norm.training and norm.running_var is not None
-
-
-def fold_conv_bn(conv, norm):
-    """Weight and bias of ``norm(conv(.))`` as one conv, for a :func:`foldable_bn` ``norm``.
-    Exact up to float rounding."""
-    scale = torch.rsqrt(norm.running_var + norm.eps)
-    if norm.affine:
-        scale = scale * norm.weight
-    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
-    bias = bias * scale
-    if norm.affine:
-        bias = bias + norm.bias
-    return conv.weight * scale.view(-1, 1, 1, 1), bias
-
-
-def onednn_conv_bn(x, conv, norm, gelu=False):
-    """``[GELU](norm(conv(x)))`` as one oneDNN conv on channels-last memory (NCHW shape in and
-    out), for ``onednn_inference`` inputs; None where ``norm`` cannot be folded."""
-    if not foldable_bn(norm):
-        return None
-
-    def build():
-        weight, bias = fold_conv_bn(conv, norm)
-        return torch.ops.mkldnn._reorder_convolution_weight(
-            weight, conv.padding, conv.stride, conv.dilation, conv.groups), bias
-
-    sources = [t for t in (conv.weight, conv.bias, norm.running_mean, norm.running_var,
-                           norm.weight, norm.bias) if t is not None]
-    weight, bias = packed_weights(conv, 'conv_bn', sources, build)
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups,
-        'gelu' if gelu else 'none', [], 'none' if gelu else '')
 
 
 class RMTStem(nn.Sequential):
