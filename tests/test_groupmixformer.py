@@ -170,3 +170,48 @@ def test_api_frozen_norm_eval_with_cp():
         torch.testing.assert_close(a, b)
     assert model.get_layer_depth('backbone.stages.1.blocks.1.attn.qkv.weight',
                                  'backbone.') == (3, 7)  # stem 0, stage-0 block 1
+
+
+def test_inference_weight_cache_follows_weight_updates():
+    # The oneDNN inference path caches reordered / BN-folded weights outside the state_dict;
+    # load_state_dict (in-place copies) and BN statistics updates must refresh them.
+    torch.manual_seed(0)
+    model = GroupMixFormer(TINY, out_indices=(0, 1, 2, 3))
+    model.init_weights()
+    randomise_bn(model)
+    model.eval()
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        before = model(x)
+        other = GroupMixFormer(TINY, out_indices=(0, 1, 2, 3))
+        randomise_bn(other)
+        model.load_state_dict(other.state_dict())
+        after, expected = model(x), oracle_model(model)(x)
+    for out, ref, old in zip(after, expected, before):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(out, old)
+    # training mode without dropout under no_grad takes the fast path with batch-statistics BN
+    model.train()
+    oracle = oracle_model(model)
+    with torch.no_grad():
+        for _ in range(2):  # the second pass sees BN statistics updated by the first
+            for out, ref in zip(model(x), oracle(x)):
+                torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    model.eval()
+    oracle.eval()
+    with torch.no_grad():
+        for out, ref in zip(model(x), oracle(x)):
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_path_without_qkv_bias():
+    # the oracle has no qkv_bias switch: compare the no-grad fast path with the autograd path
+    torch.manual_seed(0)
+    model = GroupMixFormer(TINY, qkv_bias=False, out_indices=(0, 1, 2, 3))
+    randomise_bn(model)
+    model.eval()
+    x = torch.randn(1, 3, 36, 44)
+    with torch.no_grad():
+        fast = model(x)
+    for out, ref in zip(fast, model(x)):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

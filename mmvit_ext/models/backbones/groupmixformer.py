@@ -17,6 +17,8 @@ from mmengine.model.weight_init import constant_init, trunc_normal_
 
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
+from mmvit_ext.models.layers.onednn import (foldable_bn, fused_dwconv_add, fused_linear,
+                                            onednn_inference, packed_linear)
 from mmvit_ext.registry import MODELS
 from .base import BackboneStage, BaseBackbone
 
@@ -47,8 +49,24 @@ class SeparableDownsample(nn.Sequential):
         x = self.dw(x)
         # The point-wise conv as a GEMM over the channels-last pixels (a 1x1 conv on
         # channels-last memory falls back to a slow non-oneDNN kernel on CPU).
-        x = F.linear(x.permute(0, 2, 3, 1), self.pw.weight.flatten(1)).permute(0, 3, 1, 2)
+        x = x.permute(0, 2, 3, 1)
+        if onednn_inference(x) and foldable_bn(self.bn):
+            # eval BN folded into the GEMM, Hardswish fused (oneDNN's equals PyTorch's); the
+            # BN step count keys the cache too: running-statistics updates keep their version
+            bn = self.bn
+            weight, bias = packed_linear(
+                self.pw, 'pw_bn', (self.pw.weight, bn.weight, bn.bias, bn.running_mean,
+                                   bn.running_var, bn.num_batches_tracked), self.folded_pw_bn)
+            out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'hardswish', [], '')
+            return out.permute(0, 3, 1, 2)
+        x = F.linear(x, self.pw.weight.flatten(1)).permute(0, 3, 1, 2)
         return self.act(self.bn(x))
+
+    def folded_pw_bn(self):
+        """Weight (out, in) and bias of ``bn(pw(.))`` as one Linear (eval BN)."""
+        bn = self.bn
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+        return self.pw.weight.flatten(1) * scale[:, None], bn.bias - bn.running_mean * scale
 
 
 class GroupMixFFN(nn.Module):
@@ -83,9 +101,32 @@ class GroupMixBlock(nn.Module):
         self.mlp = GroupMixFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
 
     def forward(self, x):
+        if onednn_inference(x) and (not self.training or self.without_dropout()):
+            return self._forward_onednn(x)
         x = self.cpe(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def without_dropout(self):
+        """Whether drop path and dropout are off, so training mode computes the eval function
+        (the attention's BN still uses batch statistics then, which its fast path handles)."""
+        return (self.drop_path.drop_prob == 0 and self.mlp.drop.p == 0
+                and self.attn.proj_drop.p == 0)
+
+    def _forward_onednn(self, x):
+        """The same function for fp32 CPU inference, with the residual adds and the GELU fused
+        into the oneDNN depth-wise conv and GEMMs (see ``onednn_inference``)."""
+        x = fused_dwconv_add(x, self.cpe.proj, x)
+        B, H, W, C = x.shape
+        tokens = x.reshape(B, H * W, C)
+        tokens = fused_linear(self.attn.attend(self.norm1(x)), *self.attn.packed_proj(),
+                              residual=tokens)
+        mlp = self.mlp
+        hidden = fused_linear(self.norm2(tokens), *packed_linear(
+            mlp.fc1, 'linear', (mlp.fc1.weight, mlp.fc1.bias)), act='gelu')
+        tokens = fused_linear(hidden, *packed_linear(
+            mlp.fc2, 'linear', (mlp.fc2.weight, mlp.fc2.bias)), residual=tokens)
+        return tokens.view(B, H, W, C)
 
 
 @MODELS.register_module()

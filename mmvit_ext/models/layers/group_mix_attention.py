@@ -14,7 +14,9 @@ Numerically the official ``EfficientAtt`` (see ``../shared/specs/groupmixformer.
   heads is two batched matmuls over ``B*4`` (one ``s x s`` context per segment, whose two
   off-diagonal head blocks are zeroed);
 * the conv relative position encoding runs its 3x3/5x5/7x7 head groups as three depth-wise
-  convs, and ``scale * attn + q * conv(v)`` is written straight into the ``proj`` input.
+  convs, and ``scale * attn + q * conv(v)`` is written straight into the ``proj`` input;
+* for fp32 CPU inference with autograd off (:func:`onednn_inference`) the GEMMs run as oneDNN
+  kernels on cached reordered (BN-folded) weights.
 
 Parameters keep the official shapes except the four proxy BNs, stored as one BN over the 4s
 proxy channels, so converting a checkpoint is renaming plus that concatenation.
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from mmvit_ext.registry import MODELS
+from .onednn import fused_linear, onednn_inference, packed_linear
 
 #: Aggregator kernel sizes of the three proxy segments.
 PROXY_KERNELS = (3, 5, 7)
@@ -95,6 +98,13 @@ class GroupAggregator(nn.Module):
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
         return scale, norm.bias - norm.running_mean * scale
 
+    def norm_sources(self):
+        """The tensors :meth:`folded_norm` reads (the weight cache's keys), and the BN step
+        count: the kernel's own running-statistics updates do not bump their version."""
+        norm = self.norm
+        return (norm.weight, norm.bias, norm.running_mean, norm.running_var,
+                norm.num_batches_tracked)
+
     def proxy_pre_norm(self, segments, i, scale=None, shift=None):
         """Segment i (1-3): depth-wise kxk + point-wise conv on the (M*3, s) rows of q, k, v;
         with ``scale``/``shift`` (eval) the BN is folded into the point-wise weight."""
@@ -104,6 +114,10 @@ class GroupAggregator(nn.Module):
         pw_weight = self.local_pw[i - 1].weight.flatten(1)
         if scale is None:
             return F.linear(mixed, pw_weight)
+        if onednn_inference(mixed):
+            return fused_linear(mixed, *packed_linear(
+                self, f'proxy{i}', (pw_weight, ) + self.norm_sources(),
+                lambda: (pw_weight * scale[:, None], shift)))
         return F.linear(mixed, pw_weight * scale[:, None], shift)
 
     def forward(self, segments, proxies, branch_out):
@@ -125,7 +139,14 @@ class GroupAggregator(nn.Module):
                 pre = self.proxy_pre_norm(segments, i, scale[part], shift[part])
                 write_into(proxies[:, i].flatten(2), torch._C._nn.hardswish, pre.view(B, H * W, 3 * seg))
         branch = depthwise(segments[4], self.branch_dw.weight).reshape(-1, 3 * seg)
-        branch = self.branch_norm(F.linear(branch, self.branch_pw.weight.flatten(1)))
+        branch_weight = self.branch_pw.weight.flatten(1)
+        if onednn_inference(branch):
+            branch = fused_linear(branch, *packed_linear(
+                self, 'branch', (branch_weight, ),
+                lambda: (branch_weight, branch_weight.new_zeros(seg))))
+        else:
+            branch = F.linear(branch, branch_weight)
+        branch = self.branch_norm(branch)
         write_into(branch_out, torch._C._nn.hardswish, branch.view(B, H * W, seg))
 
 
@@ -192,24 +213,41 @@ class GroupMixAttention(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def qkv_segments(self, x):
-        """One GEMM per aggregator segment i: rows ``[q_i | k_i | v_i]`` -> (B, H, W, 3s);
-        in eval mode the identity segment's BN is folded into its rows."""
+    def segment_weights(self, i):
+        """Weight (3s, C) and bias (3s or None) of aggregator segment i's rows
+        ``[q_i | k_i | v_i]``; in eval mode the identity segment's BN is folded into them."""
         C, seg = self.embed_dims, self.aggregator.seg_dims
-        weight = self.qkv.weight.view(3, 5, seg, C)
-        bias = self.qkv.bias.view(3, 5, seg) if self.qkv.bias is not None else None
+        w = self.qkv.weight.view(3, 5, seg, C)[:, i].reshape(3 * seg, C)
+        b = self.qkv.bias.view(3, 5, seg)[:, i].reshape(3 * seg) \
+            if self.qkv.bias is not None else None
+        if i == 0 and not self.aggregator.norm.training:
+            scale, shift = (t[:seg].repeat(3) for t in self.aggregator.folded_norm())
+            w = w * scale[:, None]
+            b = shift if b is None else torch.addcmul(shift, b, scale)
+        return w, b
+
+    def qkv_segments(self, x):
+        """One GEMM per aggregator segment i: (B, H, W, C) -> five (B, H, W, 3s)."""
+        if not onednn_inference(x):
+            return [F.linear(x, *self.segment_weights(i)) for i in range(5)]
+        folded = not self.aggregator.norm.training
+        sources = tuple(t for t in (self.qkv.weight, self.qkv.bias) if t is not None)
         segments = []
         for i in range(5):
-            w = weight[:, i].reshape(3 * seg, C)
-            b = bias[:, i].reshape(3 * seg) if bias is not None else None
-            if i == 0 and not self.aggregator.norm.training:
-                scale, shift = (t[:seg].repeat(3) for t in self.aggregator.folded_norm())
-                w = w * scale[:, None]
-                b = shift if b is None else torch.addcmul(shift, b, scale)
-            segments.append(F.linear(x, w, b))
+            fold = i == 0 and folded
+            name = f'qkv{i}_folded' if fold else f'qkv{i}'
+            segments.append(fused_linear(x, *packed_linear(
+                self, name, sources + (self.aggregator.norm_sources() if fold else ()),
+                lambda i=i: self.segment_weights_with_bias(i))))
         return segments
 
-    def forward(self, x):
+    def segment_weights_with_bias(self, i):
+        """:meth:`segment_weights` with a zero bias in place of None (oneDNN GEMMs)."""
+        w, b = self.segment_weights(i)
+        return w, w.new_zeros(w.shape[0]) if b is None else b
+
+    def attend(self, x):
+        """Everything before ``proj``: (B, H, W, C) -> its input (B, H*W, C)."""
         B, H, W, C = x.shape
         N, seg, d = H * W, self.aggregator.seg_dims, self.head_dims
         proxies = x.new_empty(B, 4, N, 3, seg)
@@ -231,4 +269,16 @@ class GroupMixAttention(nn.Module):
         for i, part, conv in pieces:
             write_into(merged[..., i * seg + part.start:i * seg + part.stop], torch.addcmul,
                        attn[:, i, :, part], q[:, i, :, part], conv)
-        return self.proj_drop(self.proj(merged).view(B, H, W, C))
+        return merged
+
+    def packed_proj(self):
+        """oneDNN ``(weight, bias)`` of ``proj`` (cached)."""
+        return packed_linear(self.proj, 'linear', (self.proj.weight, self.proj.bias))
+
+    def forward(self, x):
+        merged = self.attend(x)
+        if onednn_inference(merged):
+            out = fused_linear(merged, *self.packed_proj())
+        else:
+            out = self.proj(merged)
+        return self.proj_drop(out.view(x.shape))
