@@ -155,6 +155,22 @@ def test_inference_weight_cache_follows_weight_updates():
         assert not torch.allclose(out, old)
 
 
+def test_inference_cache_follows_batchnorm_statistics():
+    # Eval BNs are folded into the stem/downsample convs; a train-mode forward updates their
+    # running statistics (without bumping tensor versions), so the folded weights must refresh.
+    torch.manual_seed(0)
+    model = RMT(TINY, out_indices=(0, 1, 2, 3)).eval()
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        model(x)                   # builds the folded-weight cache
+        model.train()(x * 3 + 1)   # moves the BN running statistics
+        model.eval()
+        fast = model(x)
+    plain = model(x)               # autograd on: the plain ops
+    for out, ref in zip(fast, plain):
+        torch.testing.assert_close(out, ref.detach(), rtol=0, atol=1e-5)
+
+
 def test_out_indices_shapes_and_strides():
     model = RMT(TINY, out_indices=(0, 1, 2, 3)).eval()
     with torch.no_grad():

@@ -101,8 +101,10 @@ def onednn_conv_bn(x, conv, norm, gelu=False):
         return torch.ops.mkldnn._reorder_convolution_weight(
             weight, conv.padding, conv.stride, conv.dilation, conv.groups), bias
 
+    # BatchNorm updates its running statistics without bumping their version counters; the
+    # in-place increment of num_batches_tracked does, so it stands for them in the cache key.
     sources = [t for t in (conv.weight, conv.bias, norm.running_mean, norm.running_var,
-                           norm.weight, norm.bias) if t is not None]
+                           norm.num_batches_tracked, norm.weight, norm.bias) if t is not None]
     weight, bias = packed_weights(conv, 'conv_bn', sources, build)
     return torch.ops.mkldnn._convolution_pointwise(
         x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups,
