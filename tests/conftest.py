@@ -23,3 +23,19 @@ def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
     generate_demo_datasets(str(root / 'data' / 'demo'))
     return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope():
+    """Each test starts without an mmengine default scope.
+
+    The suite builds models of three toolboxes; ``init_default_scope`` (called by the config
+    test and the analysis tools) is process-global, and a leftover ``mmseg`` scope would make a
+    later unscoped ``mmpretrain`` build look in the wrong registry.
+    """
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    DefaultScope._instance_dict.clear()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
