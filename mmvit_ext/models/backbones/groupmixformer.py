@@ -17,8 +17,9 @@ from mmengine.model.weight_init import constant_init, trunc_normal_
 
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
-from mmvit_ext.models.layers.onednn import (foldable_bn, fused_dwconv_add, fused_linear,
-                                            onednn_inference, packed_linear)
+from mmvit_ext.models.layers.onednn import (bn_scale_shift, bn_sources, foldable_bn,
+                                            fused_dwconv_add, fused_linear, onednn_inference,
+                                            packed_linear)
 from mmvit_ext.registry import MODELS
 from .base import BackboneStage, BaseBackbone
 
@@ -51,12 +52,9 @@ class SeparableDownsample(nn.Sequential):
         # channels-last memory falls back to a slow non-oneDNN kernel on CPU).
         x = x.permute(0, 2, 3, 1)
         if onednn_inference(x) and foldable_bn(self.bn):
-            # eval BN folded into the GEMM, Hardswish fused (oneDNN's equals PyTorch's); the
-            # BN step count keys the cache too: running-statistics updates keep their version
-            bn = self.bn
-            weight, bias = packed_linear(
-                self.pw, 'pw_bn', (self.pw.weight, bn.weight, bn.bias, bn.running_mean,
-                                   bn.running_var, bn.num_batches_tracked), self.folded_pw_bn)
+            # eval BN folded into the GEMM, Hardswish fused (oneDNN's equals PyTorch's)
+            weight, bias = packed_linear(self.pw, 'pw_bn', (self.pw.weight, ) + bn_sources(self.bn),
+                                         self.folded_pw_bn)
             out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'hardswish', [], '')
             return out.permute(0, 3, 1, 2)
         x = F.linear(x, self.pw.weight.flatten(1)).permute(0, 3, 1, 2)
@@ -64,9 +62,8 @@ class SeparableDownsample(nn.Sequential):
 
     def folded_pw_bn(self):
         """Weight (out, in) and bias of ``bn(pw(.))`` as one Linear (eval BN)."""
-        bn = self.bn
-        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
-        return self.pw.weight.flatten(1) * scale[:, None], bn.bias - bn.running_mean * scale
+        scale, shift = bn_scale_shift(self.bn)
+        return self.pw.weight.flatten(1) * scale[:, None], shift
 
 
 class GroupMixFFN(nn.Module):

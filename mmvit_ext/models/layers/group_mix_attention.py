@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from mmvit_ext.registry import MODELS
-from .onednn import fused_linear, onednn_inference, packed_linear
+from .onednn import (bn_scale_shift, bn_sources, fused_linear, onednn_inference,
+                     packed_linear)
 
 #: Aggregator kernel sizes of the three proxy segments.
 PROXY_KERNELS = (3, 5, 7)
@@ -92,19 +93,6 @@ class GroupAggregator(nn.Module):
         self.branch_pw = nn.Conv2d(3 * seg, seg, 1, bias=False)
         self.branch_norm = nn.LayerNorm(seg, eps=1e-5)
 
-    def folded_norm(self):
-        """Eval-mode proxy BN as per-channel ``(scale, shift)`` over the 4s channels."""
-        norm = self.norm
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        return scale, norm.bias - norm.running_mean * scale
-
-    def norm_sources(self):
-        """The tensors :meth:`folded_norm` reads (the weight cache's keys), and the BN step
-        count: the kernel's own running-statistics updates do not bump their version."""
-        norm = self.norm
-        return (norm.weight, norm.bias, norm.running_mean, norm.running_var,
-                norm.num_batches_tracked)
-
     def proxy_pre_norm(self, segments, i, scale=None, shift=None):
         """Segment i (1-3): depth-wise kxk + point-wise conv on the (M*3, s) rows of q, k, v;
         with ``scale``/``shift`` (eval) the BN is folded into the point-wise weight."""
@@ -116,7 +104,7 @@ class GroupAggregator(nn.Module):
             return F.linear(mixed, pw_weight)
         if onednn_inference(mixed):
             return fused_linear(mixed, *packed_linear(
-                self, f'proxy{i}', (pw_weight, ) + self.norm_sources(),
+                self, f'proxy{i}', (pw_weight, ) + bn_sources(self.norm),
                 lambda: (pw_weight * scale[:, None], shift)))
         return F.linear(mixed, pw_weight * scale[:, None], shift)
 
@@ -131,13 +119,15 @@ class GroupAggregator(nn.Module):
             post = F.hardswish(self.norm(pre.view(-1, 4 * seg, 1, 1)))
             proxies.copy_(post.view(B, H * W, 3, 4, seg).permute(0, 3, 1, 2, 4))
         else:
-            # segment 0's BN is folded into its qkv rows by the caller (see folded_norm)
-            write_into(proxies[:, 0].flatten(2), torch._C._nn.hardswish, segments[0].view(B, H * W, 3 * seg))
-            scale, shift = self.folded_norm()
+            # segment 0's BN is folded into its qkv rows by the caller
+            write_into(proxies[:, 0].flatten(2), torch._C._nn.hardswish,
+                       segments[0].view(B, H * W, 3 * seg))
+            scale, shift = bn_scale_shift(self.norm)
             for i in (1, 2, 3):
                 part = slice(i * seg, (i + 1) * seg)
                 pre = self.proxy_pre_norm(segments, i, scale[part], shift[part])
-                write_into(proxies[:, i].flatten(2), torch._C._nn.hardswish, pre.view(B, H * W, 3 * seg))
+                write_into(proxies[:, i].flatten(2), torch._C._nn.hardswish,
+                           pre.view(B, H * W, 3 * seg))
         branch = depthwise(segments[4], self.branch_dw.weight).reshape(-1, 3 * seg)
         branch_weight = self.branch_pw.weight.flatten(1)
         if onednn_inference(branch):
@@ -221,7 +211,7 @@ class GroupMixAttention(nn.Module):
         b = self.qkv.bias.view(3, 5, seg)[:, i].reshape(3 * seg) \
             if self.qkv.bias is not None else None
         if i == 0 and not self.aggregator.norm.training:
-            scale, shift = (t[:seg].repeat(3) for t in self.aggregator.folded_norm())
+            scale, shift = (t[:seg].repeat(3) for t in bn_scale_shift(self.aggregator.norm))
             w = w * scale[:, None]
             b = shift if b is None else torch.addcmul(shift, b, scale)
         return w, b
@@ -237,7 +227,7 @@ class GroupMixAttention(nn.Module):
             fold = i == 0 and folded
             name = f'qkv{i}_folded' if fold else f'qkv{i}'
             segments.append(fused_linear(x, *packed_linear(
-                self, name, sources + (self.aggregator.norm_sources() if fold else ()),
+                self, name, sources + (bn_sources(self.aggregator.norm) if fold else ()),
                 lambda i=i: self.segment_weights_with_bias(i))))
         return segments
 

@@ -77,16 +77,30 @@ def foldable_bn(norm):
     return isinstance(norm, _BatchNorm) and not norm.training and norm.running_var is not None
 
 
-def fold_conv_bn(conv, norm):
-    """Weight and bias of ``norm(conv(.))`` as one conv, for a :func:`foldable_bn` ``norm``.
-    Exact up to float rounding."""
+def bn_scale_shift(norm):
+    """An eval-mode BatchNorm as per-channel ``x * scale + shift`` (running statistics)."""
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.affine:
         scale = scale * norm.weight
-    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
-    bias = bias * scale
+    shift = -norm.running_mean * scale
     if norm.affine:
-        bias = bias + norm.bias
+        shift = shift + norm.bias
+    return scale, shift
+
+
+def bn_sources(norm):
+    """The tensors a BatchNorm fold reads, as weight-cache keys. BatchNorm updates its running
+    statistics without bumping their version counters; the in-place increment of
+    ``num_batches_tracked`` does, so it stands for them."""
+    return tuple(t for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var,
+                             norm.num_batches_tracked) if t is not None)
+
+
+def fold_conv_bn(conv, norm):
+    """Weight and bias of ``norm(conv(.))`` as one conv, for a :func:`foldable_bn` ``norm``.
+    Exact up to float rounding."""
+    scale, shift = bn_scale_shift(norm)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
     return conv.weight * scale.view(-1, 1, 1, 1), bias
 
 
@@ -101,10 +115,7 @@ def onednn_conv_bn(x, conv, norm, gelu=False):
         return torch.ops.mkldnn._reorder_convolution_weight(
             weight, conv.padding, conv.stride, conv.dilation, conv.groups), bias
 
-    # BatchNorm updates its running statistics without bumping their version counters; the
-    # in-place increment of num_batches_tracked does, so it stands for them in the cache key.
-    sources = [t for t in (conv.weight, conv.bias, norm.running_mean, norm.running_var,
-                           norm.num_batches_tracked, norm.weight, norm.bias) if t is not None]
+    sources = tuple(t for t in (conv.weight, conv.bias) if t is not None) + bn_sources(norm)
     weight, bias = packed_weights(conv, 'conv_bn', sources, build)
     return torch.ops.mkldnn._convolution_pointwise(
         x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups,
