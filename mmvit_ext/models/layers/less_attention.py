@@ -49,6 +49,16 @@ def _check_tokens(x, hw, embed_dims):
                          f'for hw={tuple(hw)}, got {tuple(x.shape)}.')
 
 
+def _init_pooled_attention(module, embed_dims, num_heads, pool_size):
+    """What VA and LA layers share: sizes and the pooled key/value tokens."""
+    if embed_dims % num_heads:
+        raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}.')
+    module.embed_dims = embed_dims
+    module.num_heads = num_heads
+    module.num_keys = pool_size ** 2
+    module.kv_tokens = PooledKeyValueTokens(embed_dims, pool_size)
+
+
 @MODELS.register_module()
 class VanillaAttention(nn.Module):
     """Multi-head linear-SRA attention that also returns its pre-softmax logits ("VA" layer).
@@ -69,15 +79,9 @@ class VanillaAttention(nn.Module):
 
     def __init__(self, embed_dims, num_heads, pool_size=7):
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads '
-                             f'{num_heads}.')
-        self.embed_dims = embed_dims
-        self.num_heads = num_heads
-        self.num_keys = pool_size ** 2
+        _init_pooled_attention(self, embed_dims, num_heads, pool_size)
         self.scale = (embed_dims // num_heads) ** -0.5
         self.q = nn.Linear(embed_dims, embed_dims)
-        self.kv_tokens = PooledKeyValueTokens(embed_dims, pool_size)
         self.kv = nn.Linear(embed_dims, 2 * embed_dims)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
@@ -123,13 +127,7 @@ class LessAttention(nn.Module):
 
     def __init__(self, embed_dims, num_heads, pool_size=7):
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads '
-                             f'{num_heads}.')
-        self.embed_dims = embed_dims
-        self.num_heads = num_heads
-        self.num_keys = pool_size ** 2
-        self.kv_tokens = PooledKeyValueTokens(embed_dims, pool_size)
+        _init_pooled_attention(self, embed_dims, num_heads, pool_size)
         self.v = nn.Linear(embed_dims, embed_dims)
         self.theta = nn.Linear(self.num_keys, self.num_keys)
         self.psi = nn.Conv2d(num_heads, num_heads, 3, padding=1, groups=num_heads, bias=False)

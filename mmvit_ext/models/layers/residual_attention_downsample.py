@@ -7,11 +7,6 @@ import torch.nn.functional as F
 from mmvit_ext.registry import MODELS
 
 
-def downsampled_size(size):
-    """Side of a map after a stride-2 stage transition (3x3 conv, stride 2, padding 1)."""
-    return (size + 1) // 2
-
-
 @MODELS.register_module()
 class ResidualAttentionDownsample(nn.Module):
     """Average-pool the query grid of attention logits by 2 and mix the heads.
