@@ -39,3 +39,18 @@ def isolated_default_scope():
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(saved)
+
+
+@pytest.fixture
+def checkpoint_calls(monkeypatch):
+    """Record every ``torch.utils.checkpoint.checkpoint`` call (the function still runs)."""
+    import torch.utils.checkpoint
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+
+    def spy(function, *args, **kwargs):
+        calls.append(function)
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', spy)
+    return calls

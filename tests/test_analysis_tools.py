@@ -289,7 +289,7 @@ def test_benchmark_against_baseline(workdir):
                    '--baseline-cfg-options', 'model.backbone.arch=deep')
     assert 'baseline overrides' in out
     header = next(line for line in out.splitlines() if line.lstrip().startswith('size |'))
-    assert 'model ms' in header and 'baseline ms' in header and 'x vs baseline' in header
+    assert 'model ms' in header and 'baseline ms' in header and 'model vs baseline' in header
     rows = {}
     for line in out.splitlines():
         cells = [c.split() for c in line.split('|')]
@@ -297,11 +297,9 @@ def test_benchmark_against_baseline(workdir):
             rows[int(cells[0][0])] = cells
     assert set(rows) == {32, 64}
     for cells in rows.values():
-        model_ms, model_ips, model_mb = map(float, cells[1])
-        base_ms, base_ips, base_mb = map(float, cells[2])
-        assert model_ips == pytest.approx(2 / model_ms * 1e3, rel=0.01)
-        assert float(cells[3][0].rstrip('x')) == pytest.approx(model_ips / base_ips, abs=0.011)
-        assert model_mb >= 0 and base_mb >= 0
+        assert len(cells[1]) == len(cells[2]) == 3 and cells[3][0].endswith('x')
+        for ms, ips, peak_mb in (map(float, cells[1]), map(float, cells[2])):
+            assert ms > 0 and ips > 0 and peak_mb >= 0
     scaling = out.split('Latency scaling')[1].splitlines()
     assert scaling[2].split() == ['32', '|', '1.00', '|', '1.00']
 
@@ -329,8 +327,15 @@ def test_benchmark_oracle_comparison(workdir):
     results, diffs = benchmark.benchmark(runners, [16, 24], 2, 2, 1, cpu,
                                          benchmark.CpuPeakMemory(), check_against='oracle')
     assert set(diffs) == {16, 24} and max(diffs.values()) < 1e-5
+    for size in (16, 24):  # raw figures: img/s is the batch over the median latency
+        for res in results[size].values():
+            assert res['ips'] == pytest.approx(2 / (res['ms'] / 1e3), rel=1e-9)
+            assert res['peak_mb'] is None or res['peak_mb'] >= 0
     report = benchmark.format_report(['model', 'oracle'], [16, 24], results, diffs)
-    assert 'x vs oracle' in report and 'maxdiff' in report
+    assert 'model vs oracle' in report and 'maxdiff' in report
+    ratio = results[16]['model']['ips'] / results[16]['oracle']['ips']
+    row = next(line for line in report.splitlines() if line.strip().startswith('16 |'))
+    assert f'{ratio:.2f}x' in row
 
     with torch.no_grad():  # a wrong oracle must show up in maxdiff
         oracle.stages[1].blocks[0].proj.bias.add_(1.0)
@@ -341,7 +346,7 @@ def test_benchmark_oracle_comparison(workdir):
 
 def test_benchmark_oracle_missing_is_a_clear_error(workdir):
     benchmark = load_tool('benchmark')
-    with pytest.raises(SystemExit, match='no oracle available for TinyAttnBackbone'):
+    with pytest.raises(SystemExit, match='No oracle for TinyAttnBackbone'):
         benchmark.build_oracle(_tiny_backbone(workdir))
 
 

@@ -9,9 +9,9 @@ from mmvit_ext.models.layers.less_attention import LessAttention, VanillaAttenti
 from mmvit_ext.models.layers.residual_attention_downsample import ResidualAttentionDownsample
 from mmvit_ext.models.losses.diagonality_loss import DiagonalityLoss, diagonality_loss
 from mmvit_ext.registry import MODELS
-from tests.oracles import oracle_for
-from tests.oracles.lavit import (OracleLessAttention, OracleResidualAttentionDownsample,
-                                 OracleVanillaAttention, oracle_diagonality_loss, softmax)
+from mmvit_ext.oracles import oracle_for
+from mmvit_ext.oracles.lavit import (OracleLessAttention, OracleResidualAttentionDownsample,
+                                     OracleVanillaAttention, oracle_diagonality_loss, softmax)
 
 TINY = dict(embed_dims=[8, 16, 24, 32], depths=[2, 3, 2, 2], num_heads=[1, 2, 3, 4],
             mlp_ratios=[2, 2, 2, 2], num_va_layers=[1, 2, 1, 1])
@@ -186,7 +186,7 @@ def test_aux_loss_differentiable_switchable_and_never_stale():
     assert off.pop_aux_losses() == {}
 
 
-def test_with_cp_same_outputs_and_gradients():
+def test_with_cp_same_outputs_and_gradients(checkpoint_calls):
     model = tiny_lavit(out_indices=(1, 3)).train()
     cp_model = tiny_lavit(out_indices=(1, 3), with_cp=True).train()
     cp_model.load_state_dict(model.state_dict())
@@ -198,6 +198,7 @@ def test_with_cp_same_outputs_and_gradients():
         total.backward()
         totals.append(total.detach())
     torch.testing.assert_close(totals[0], totals[1])
+    assert len(checkpoint_calls) == sum(cp_model.depths)
     for (n, p), q in zip(model.named_parameters(), cp_model.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=n)
 

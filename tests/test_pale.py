@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from mmvit_ext.models import PaleShapedAttention, PaleTransformer
 from mmvit_ext.registry import MODELS
-from tests.oracles import oracle_for
-from tests.oracles.pale import oracle_model
+from mmvit_ext.oracles import oracle_for
+from mmvit_ext.oracles.pale import oracle_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = dict(embed_dims=[8, 16, 32, 32], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4],
@@ -194,13 +194,14 @@ def test_frozen_stages_and_norm_eval():
     assert model.stages[3].blocks[0].norm1.training
 
 
-def test_with_cp_same_outputs_and_grads():
+def test_with_cp_same_outputs_and_grads(checkpoint_calls):
     torch.manual_seed(0)
     model = PaleTransformer(TINY, out_indices=(1, 3), drop_path_rate=0.)
     model_cp = PaleTransformer(TINY, out_indices=(1, 3), with_cp=True)
     model_cp.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 40, 40)
     outs, outs_cp = model(x), model_cp(x)
+    assert len(checkpoint_calls) == sum(model_cp.depths)
     for out, out_cp in zip(outs, outs_cp):
         torch.testing.assert_close(out, out_cp)
     sum(o.sum() for o in outs).backward()

@@ -1,16 +1,17 @@
 """RMT: Manhattan self-attention vs the plain oracle, backbone API, converter, configs."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 
+from mmvit_ext.converters import rmt as converter
 from mmvit_ext.models.backbones.rmt import RMT
 from mmvit_ext.models.layers import (DecomposedManhattanSelfAttention, ManhattanRelPos,
                                      ManhattanSelfAttention)
 from mmvit_ext.registry import MODELS
-from tests.oracles import rmt as oracle
+from tests.conftest import run_tool
+from mmvit_ext.oracles import rmt as oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(7, 7), (9, 13), (14, 14), (5, 8)]
@@ -18,14 +19,6 @@ SIZES = [(7, 7), (9, 13), (14, 14), (5, 8)]
 TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
             mlp_ratios=[2, 3, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
             decomposed=[True, False, True, False], layer_scales=[False, False, True, True])
-
-
-def load_converter():
-    path = ROOT / 'tools/model_converters/rmt_to_mmvit.py'
-    spec = importlib.util.spec_from_file_location('rmt_to_mmvit', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @torch.no_grad()
@@ -106,11 +99,8 @@ def test_attention_matches_oracle(decomposed, training):
         weight = torch.randn_like(out)
         (out * weight).sum().backward()
         (out_ref * weight).sum().backward()
-        torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-5)
-        with torch.no_grad():  # the fused oneDNN CPU path
-            torch.testing.assert_close(ours(x, rel_pos(H, W, decomposed, like=x)),
-                                       ref(x_ref, ref_rel_pos(H, W, decomposed)), rtol=0,
-                                       atol=1e-5)
+        # gradients reach ~3 here: fp32 accumulation order differs by a few 1e-6 relative
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_modules_registered():
@@ -126,49 +116,17 @@ def test_attention_modules_registered():
 
 # -- backbone --------------------------------------------------------------------------------
 @pytest.mark.parametrize('training', [False, True])
-@pytest.mark.parametrize('grad_enabled', [True, False])  # no grad: the fused oneDNN CPU path
-def test_backbone_matches_oracle(training, grad_enabled):
+def test_backbone_matches_oracle(training):
     torch.manual_seed(0)
     model = randomize_(RMT(TINY, out_indices=(0, 1, 2, 3),
                            out_norm_cfg=dict(type='LN', eps=1e-5))).train(training)
     ref = oracle.oracle_model(model)
     for H, W in [(64, 64), (45, 71)]:
         x = torch.randn(2, 3, H, W)
-        with torch.set_grad_enabled(grad_enabled):
-            outs, ref_outs = model(x), ref(x)
+        outs, ref_outs = model(x), ref(x)
         assert len(outs) == 4
         for out, ref_out in zip(outs, ref_outs):
             torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
-
-
-def test_inference_weight_cache_follows_weight_updates():
-    # The oneDNN path caches reordered / BN-folded weights; in-place updates must refresh them.
-    torch.manual_seed(0)
-    model = randomize_(RMT(TINY, out_indices=(0, 1, 2, 3))).eval()
-    x = torch.randn(1, 3, 40, 40)
-    with torch.no_grad():
-        before = model(x)
-        model.load_state_dict(randomize_(RMT(TINY, out_indices=(0, 1, 2, 3)), seed=1).state_dict())
-        after, ref = model(x), oracle.oracle_model(model)(x)
-    for out, ref_out, old in zip(after, ref, before):
-        torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
-        assert not torch.allclose(out, old)
-
-
-def test_inference_cache_follows_batchnorm_statistics():
-    # Eval BNs are folded into the stem/downsample convs; a train-mode forward updates their
-    # running statistics (without bumping tensor versions), so the folded weights must refresh.
-    torch.manual_seed(0)
-    model = RMT(TINY, out_indices=(0, 1, 2, 3)).eval()
-    x = torch.randn(2, 3, 40, 40)
-    with torch.no_grad():
-        model(x)                   # builds the folded-weight cache
-        model.train()(x * 3 + 1)   # moves the BN running statistics
-        model.eval()
-        fast = model(x)
-    plain = model(x)               # autograd on: the plain ops
-    for out, ref in zip(fast, plain):
-        torch.testing.assert_close(out, ref.detach(), rtol=0, atol=1e-5)
 
 
 def test_out_indices_shapes_and_strides():
@@ -207,13 +165,14 @@ def test_frozen_stages():
     assert torch.equal(mean, model.patch_embed[1].running_mean)
 
 
-def test_with_cp_same_output_and_grad():
+def test_with_cp_same_output_and_grad(checkpoint_calls):
     torch.manual_seed(0)
     plain = randomize_(RMT(TINY, out_indices=(0, 3))).train()
     ckpt = RMT(TINY, out_indices=(0, 3), with_cp=True).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 32, 40)
     outs = [m(x) for m in (plain, ckpt)]
+    assert len(checkpoint_calls) == sum(TINY['depths'])  # every block of ckpt, none of plain
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b)
     for out in outs:
@@ -253,7 +212,6 @@ def test_bad_arch_and_checkpoint_errors(tmp_path):
 
 # -- converter -------------------------------------------------------------------------------
 def test_convert_classifier_round_trip():
-    converter = load_converter()
     torch.manual_seed(0)
     official = randomize_(oracle.VisRetNet(TINY, num_classes=10)).eval()
     state_dict = official.state_dict()
@@ -272,7 +230,6 @@ def test_convert_classifier_round_trip():
 
 
 def test_convert_dense_checkpoint_round_trip(tmp_path):
-    converter = load_converter()
     torch.manual_seed(0)
     official = randomize_(oracle.VisRetNet(TINY, num_classes=None)).eval()
     state_dict = {'backbone.' + k: v for k, v in official.state_dict().items()}
@@ -297,7 +254,6 @@ def test_convert_dense_checkpoint_round_trip(tmp_path):
 
 
 def test_converter_rejects_bad_checkpoints():
-    converter = load_converter()
     state_dict = oracle.VisRetNet(TINY, num_classes=10).state_dict()
     wrong = dict(state_dict)
     wrong['layers.2.Relpos.decay'] = wrong['layers.2.Relpos.decay'] * 1.01
@@ -326,15 +282,15 @@ def _official_state_dict(name, seed):
     return state_dict
 
 
-def test_converter_cli_entry_and_arch_inference(tmp_path, monkeypatch):
-    converter = load_converter()
+def test_converter_cli_entry_and_arch_inference(tmp_path):
     model, ema = _official_state_dict('T', 0), _official_state_dict('T', 1)
     assert len(model) == 374  # spec section 3
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'rmt-t_in1k.pth'
     torch.save({'model': model, 'model_ema': ema, 'epoch': 299}, src)
-    monkeypatch.setattr('sys.argv', ['rmt_to_mmvit.py', str(src), str(dst), '--entry',
-                                     'model_ema'])
-    converter.main()
+    proc = run_tool(['tools/model_converters/rmt_to_mmvit.py', str(src), str(dst), '--entry',
+                     'model_ema'], cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert 'RMT-T classifier checkpoint' in proc.stdout
     out = torch.load(dst, map_location='cpu', weights_only=False)
     assert out['meta']['arch'] == 'RMT-T'
     converted = out['state_dict']

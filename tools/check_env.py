@@ -71,7 +71,7 @@ def main():
     if failures:
         print('\n'.join(failures), file=sys.stderr)
         print('The environment is incomplete; see README "Installation" '
-              '(and ../shared/specs/stack.md for known traps).', file=sys.stderr)
+              '(versions that work together, and the mmcv build with ops).', file=sys.stderr)
         sys.exit(1)
     print(f'environment OK: torch {torch.__version__}, all {len(CHECKS)} checks passed')
 

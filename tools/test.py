@@ -3,6 +3,9 @@
     python tools/test.py CONFIG CHECKPOINT [--out FILE_OR_DIR] [--show-dir DIR] [--tta]
     torchrun --nproc_per_node=N tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
+``--fuse`` (default ``auto``: on a machine without GPU, for models with fusable blocks, i.e. RMT
+and GroupMixFormer) evaluates through ``mmvit_ext.fuse_for_cpu_inference``.
+
 ``--out``: classification and detection dump the raw predictions to a pickle file; segmentation
 writes the predicted label maps as PNGs into that directory (the upstream tools' meanings).
 """
@@ -24,6 +27,8 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save images with drawn predictions here')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (needs tta_model and tta_pipeline)')
+    parser.add_argument('--fuse', choices=['auto', 'on', 'off'], default='auto',
+                        help='fused CPU inference kernels (auto: on without a GPU)')
     return parser.parse_args(argv)
 
 
@@ -60,6 +65,18 @@ def apply_test_args(cfg, args):
                              f'be used with it.')
         cfg.model = dict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    apply_fuse_arg(cfg, args.fuse)
+
+
+def apply_fuse_arg(cfg, fuse):
+    """Evaluate through the fused CPU kernels: ``on``, or ``auto`` without a GPU."""
+    import torch
+    if fuse == 'off' or (fuse == 'auto' and torch.cuda.is_available()):
+        return
+    # A test checkpoint's state_dict already holds the EMA weights (EMAHook swaps them in at
+    # saving), so the hook's swap changes nothing here; on a fused model it would mismatch.
+    hooks = [h for h in cfg.get('custom_hooks', []) if 'EMAHook' not in str(h.get('type'))]
+    cfg.custom_hooks = hooks + [dict(type='mmvit_ext.FuseForCPUInferenceHook')]
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
-"""Training-engine pieces; imported by ``mmvit_ext.registry.OPTIM_WRAPPER_CONSTRUCTORS`` on
-first use (``locations=['mmvit_ext.engine']``)."""
+"""Training-engine pieces; imported by the ``OPTIM_WRAPPER_CONSTRUCTORS`` and ``HOOKS``
+registries of ``mmvit_ext.registry`` on first use (``locations=['mmvit_ext.engine']``)."""
+from .fuse_hook import FuseForCPUInferenceHook
 from .optim_constructor import LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['FuseForCPUInferenceHook', 'LayerDecayOptimWrapperConstructor']

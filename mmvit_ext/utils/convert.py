@@ -58,16 +58,22 @@ def rename_keys(state_dict, rules, drop=()):
     return out
 
 
-def check_state_dict(state_dict, model, optional_prefixes=()):
-    """Raise listing every missing, unexpected or mis-shaped key against ``model``."""
+def check_state_dict(state_dict, model, optional_prefixes=(), what='converted weights',
+                     hint=''):
+    """Raise ``RuntimeError`` listing every missing, unexpected or mis-shaped key of
+    ``state_dict`` against ``model`` (keys starting with ``optional_prefixes`` may be missing).
+
+    ``what`` names the weights in the message, ``hint`` says what to do about a mismatch.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict and not k.startswith(optional_prefixes)]
     unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+    shapes = [f'{k}: {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
               for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
     if missing or unexpected or shapes:
-        raise KeyError(f'converted weights do not fit {type(model).__name__}:\n  missing: '
-                       f'{missing}\n  unexpected: {unexpected}\n  shape mismatches: {shapes}')
+        raise RuntimeError(f'{what} and {type(model).__name__} differ:\n  missing keys: '
+                           f'{missing}\n  unexpected keys: {unexpected}\n  shape mismatches: '
+                           f'{shapes}' + (f'\n{hint}' if hint else ''))
 
 
 def save_checkpoint(state_dict, path, meta=None):

@@ -6,7 +6,7 @@ Usage::
     python tools/analysis_tools/benchmark.py CONFIG [--sizes 224 448 896] [--batch 8]
         [--repeat 10] [--warmup 2] [--device cpu|cuda] [--amp] [--threads N]
         [--backbone-only] [--oracle] [--baseline-cfg-options KEY=VALUE ...]
-        [--cfg-options KEY=VALUE ...]
+        [--fuse auto|on|off] [--cfg-options KEY=VALUE ...]
 
 What is measured: mmpretrain configs run the whole classifier (``--backbone-only``: the
 backbone), mmdet/mmseg configs run the backbone; eval mode, no grad, random input
@@ -22,14 +22,20 @@ machine noise hits them alike.
   ``/proc/self/status`` after resetting it through ``/proc/self/clear_refs``; while measuring,
   glibc is told (``mallopt``) to serve blocks over 64 KiB by ``mmap``, so freed tensors return
   to the OS and every forward is measured as in a fresh process;
-* ``--oracle``: the copy of the model from ``tests.oracles.oracle_for`` (same weights); the max
-  abs difference of the outputs is printed per size;
+* ``--oracle``: the copy of the model from ``mmvit_ext.oracles.oracle_for`` (same weights);
+  the max abs difference of the outputs is printed per size;
+* ``--fuse``: the model runs through ``mmvit_ext.fuse_for_cpu_inference`` (``auto``, the
+  default: on the CPU in fp32 where the model has fusable blocks, i.e. RMT and GroupMixFormer),
+  and the unfused model is timed beside it as ``plain``;
 * ``--baseline-cfg-options``: a second model built from the config with these overrides applied
   after ``--cfg-options`` (e.g. ``model.backbone.attn_type=global``);
+* ``x vs N``: throughput ratio of every runner against each later one, from the same
+  interleaved run;
 * scaling: latency at each size relative to the first size, divided by the pixel ratio
   (1.00 = linear in H*W, 2.00 = twice the cost per pixel).
 """
 import argparse
+import copy
 import ctypes
 import gc
 import importlib.util
@@ -40,7 +46,7 @@ import time
 
 import torch
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def _load_get_flops():
@@ -125,16 +131,11 @@ def build_benchmarked_module(cfg, backbone_only):
 
 
 def build_oracle(module):
-    if REPO_ROOT not in sys.path:
-        sys.path.insert(0, REPO_ROOT)
+    from mmvit_ext.oracles import oracle_for
     try:
-        from tests.oracles import oracle_for
         return oracle_for(module)
-    except (ImportError, KeyError, AttributeError) as err:
-        backbone = type(getattr(module, 'backbone', module)).__name__
-        sys.exit(f'--oracle: no oracle available for {backbone} ({type(err).__name__}: {err}). '
-                 f'Oracles live in tests/oracles/<family>.py and define '
-                 f'oracle_model(model); run without --oracle meanwhile.')
+    except KeyError as err:
+        sys.exit(f'--oracle: {err.args[0]} Run without --oracle.')
 
 
 def _flatten(output):
@@ -237,26 +238,25 @@ def _cell(res):
     return f'{res["ms"]:9.2f} {res["ips"]:8.2f} {peak:>8}'
 
 
-def format_report(names, sizes, results, diffs, reference='model'):
+def format_report(names, sizes, results, diffs):
     header = f'{"size":>5} | ' + ' | '.join(
         f'{name + " ms":>9} {"img/s":>8} {"peakMB":>8}' for name in names)
-    others = [n for n in names if n != reference]
-    header += ''.join(f' | {"x vs " + n:>12}' for n in others)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    header += ''.join(f' | {a + " vs " + b:>16}' for a, b in pairs)
     if diffs:
         header += f' | {"maxdiff":>9}'  # model vs oracle, max abs difference of the outputs
     lines = [header, '-' * len(header)]
     for size in sizes:
         row = f'{size:>5} | ' + ' | '.join(_cell(results[size][n]) for n in names)
-        for other in others:
-            ours, theirs = results[size][reference], results[size][other]
+        for a, b in pairs:
+            ours, theirs = results[size][a], results[size][b]
             ratio = f'{ours["ips"] / theirs["ips"]:.2f}x' if ours and theirs else '-'
-            row += f' | {ratio:>12}'
+            row += f' | {ratio:>16}'
         if diffs:
             row += f' | {diffs[size]:9.2e}' if size in diffs else f' | {"-":>9}'
         lines.append(row)
-    if others:
-        lines.append('(x vs N: throughput of the model / throughput of N; >1 means the model '
-                     'is faster)')
+    if pairs:
+        lines.append('(A vs B: throughput of A / throughput of B; >1 means A is faster)')
     if len(sizes) > 1:
         first = sizes[0]
         lines.append('')
@@ -292,7 +292,11 @@ def parse_args(argv=None):
     parser.add_argument('--backbone-only', action='store_true',
                         help='classification configs: time the backbone, not the classifier')
     parser.add_argument('--oracle', action='store_true',
-                        help='compare with tests.oracles.oracle_for(model)')
+                        help='compare with mmvit_ext.oracles.oracle_for(model)')
+    parser.add_argument('--fuse', choices=['auto', 'on', 'off'], default='auto',
+                        help='time the model through mmvit_ext.fuse_for_cpu_inference, beside '
+                             'the plain one (auto: on CPU fp32 where the model has fusable '
+                             'blocks)')
     parser.add_argument('--baseline-cfg-options', nargs='+', action=DictAction,
                         help='overrides that turn the config into the baseline model')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -314,8 +318,15 @@ def main(argv=None):
     cfg = get_flops.load_config(args.config, args.cfg_options)
     module, kind = build_benchmarked_module(cfg, args.backbone_only)
     runners = [Runner('model', module, device, args.amp)]
+    from mmvit_ext.models.fused import can_fuse, fuse_for_cpu_inference
+    fuse = args.fuse == 'on' or (args.fuse == 'auto' and device.type == 'cpu' and not args.amp
+                                 and can_fuse(module))
+    if fuse:
+        runners.append(Runner('plain', copy.deepcopy(module), device, args.amp))
     if args.oracle:
         runners.append(Runner('oracle', build_oracle(module), device, args.amp))
+    if fuse:
+        fuse_for_cpu_inference(runners[0].module)
     if args.baseline_cfg_options:
         baseline_cfg = get_flops.load_config(args.config, args.cfg_options)
         baseline_cfg.merge_from_dict(args.baseline_cfg_options)
@@ -340,6 +351,9 @@ def main(argv=None):
              memory.reason or 'peak RSS via VmHWM') + ')')
     results, diffs = benchmark(runners, args.sizes, args.batch, args.repeat, args.warmup,
                                device, memory, check_against='oracle' if args.oracle else None)
+    if fuse:
+        print('model: fused with mmvit_ext.fuse_for_cpu_inference; plain: the same weights '
+              'unfused')
     print(format_report([r.name for r in runners], args.sizes, results, diffs))
 
 

@@ -16,8 +16,11 @@ Conventions (as in mmpretrain):
 * ``norm_eval``: keep every BatchNorm (SyncBatchNorm included) in eval mode while training.
 * ``with_cp``: activation checkpointing of every block.
 * ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``: loaded strictly; a missing
-  file or mismatched keys stop with a message that says how to fix it.
+  file or mismatched keys stop with a message that says how to fix it. Without ``init_cfg``
+  the family's official initialisation applies (``default_init_cfg``, through mmengine), then
+  submodules with an initialisation of their own (their ``init_weights``) run it.
 """
+import copy
 import os.path as osp
 import re
 
@@ -26,6 +29,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_with_prefix
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmvit_ext.utils.convert import check_state_dict
 
 
 class BackboneStage(nn.Module):
@@ -42,13 +47,17 @@ class BaseBackbone(BaseModule):
     """Base of the hierarchical backbones of this package.
 
     Subclasses define ``arch_settings`` (variant name -> dict), ``arch_keys`` (the keys a custom
-    arch dict must have), ``converter`` (the tool that makes official weights loadable), and
-    build ``patch_embed``, ``stages`` and optionally ``out_norms``, then call
-    ``self._freeze_stages()`` at the end of ``__init__``.
+    arch dict must have), ``converter`` (the tool that makes official weights loadable),
+    optionally ``default_init_cfg``, and build ``patch_embed``, ``stages`` and optionally
+    ``out_norms``, then call ``self._freeze_stages()`` at the end of ``__init__``.
     """
     arch_settings: dict = {}
     arch_keys: tuple = ('embed_dims', 'depths')
     converter: str = ''
+    #: The initialisation used without ``init_cfg``: that of the official code of all four
+    #: families for Linear and LayerNorm; convs and BatchNorms keep PyTorch's defaults.
+    default_init_cfg = [dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+                        dict(type='Constant', layer='LayerNorm', val=1., bias=0.)]
     # Keys a backbone has but a classification checkpoint lacks (they keep their init).
     pretrained_optional_keys: tuple = ('out_norms.', )
 
@@ -58,6 +67,8 @@ class BaseBackbone(BaseModule):
             if init_cfg is not None:
                 raise ValueError('Give either `pretrained` or `init_cfg`, not both.')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        if init_cfg is None:
+            init_cfg = copy.deepcopy(self.default_init_cfg)
         super().__init__(init_cfg=init_cfg)
         self.arch = self.resolve_arch(arch)
         num_stages = len(self.arch['depths'])
@@ -164,6 +175,12 @@ class BaseBackbone(BaseModule):
             self._is_init = True
             return
         super().init_weights()
+        # mmengine only calls the init_weights of BaseModule children; plain modules deeper
+        # down (e.g. LaViT's identity-initialised Theta/Psi) override the generic init here.
+        for module in self.modules():
+            if module is not self and not isinstance(module, BaseModule) \
+                    and callable(getattr(module, 'init_weights', None)):
+                module.init_weights()
 
     def load_pretrained(self, checkpoint, prefix=None):
         """Load ``checkpoint`` strictly (except ``pretrained_optional_keys``)."""
@@ -182,17 +199,10 @@ class BaseBackbone(BaseModule):
             state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
             state_dict = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
                           for k, v in state_dict.items()}
-        own = self.state_dict()
-        missing = [k for k in own if k not in state_dict
-                   and not k.startswith(self.pretrained_optional_keys)]
-        unexpected = [k for k in state_dict if k not in own]
-        shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
-                  for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-        if missing or unexpected or shapes:
-            raise RuntimeError(
-                f'{family}: checkpoint "{checkpoint}" does not match this backbone (arch '
-                f'{self.arch}).\n  missing keys: {missing}\n  unexpected keys: {unexpected}\n  '
-                f'shape mismatches: {shapes}\nIs it an official checkpoint that needs '
-                f'`python {self.converter}`, or a checkpoint of another variant? For a full '
-                f'classifier/detector checkpoint set init_cfg.prefix="backbone.".')
+        check_state_dict(
+            state_dict, self, self.pretrained_optional_keys,
+            what=f'{family}: checkpoint "{checkpoint}" (arch {self.arch})',
+            hint=f'Is it an official checkpoint that needs `python {self.converter}`, or a '
+                 f'checkpoint of another variant? For a full classifier/detector checkpoint set '
+                 f'init_cfg.prefix="backbone.".')
         self.load_state_dict(state_dict, strict=False)

@@ -1,25 +1,23 @@
 """GroupMixFormer (Ge et al., "Advancing Vision Transformers with Group-Mix Attention",
-arXiv 2311.15157), faithful to the official code (``../shared/specs/groupmixformer.md``).
+arXiv 2311.15157), numerically equivalent to the official code (official checkpoints load after
+``python tools/model_converters/groupmixformer_to_mmvit.py``).
 
 Layout: ``patch_embed`` is the official conv stem (two stride-2 3x3 convs + BN + Hardswish);
 ``stages[i].downsample`` the official ``patch_embed_layers.i`` (separable 3x3 conv, stride 1 in
 stage 0 and 2 after, + BN + Hardswish); ``stages[i].blocks`` the GMA blocks. Stage outputs are
 the raw block outputs (no output norms), as officially. Tokens stay channels-last
 ``(B, H, W, C)`` inside a stage, so every size the strided convs accept works (the official
-code asserts on sizes that are not multiples of 32).
+code asserts on sizes that are not multiples of 32). For fp32 CPU inference,
+:func:`mmvit_ext.fuse_for_cpu_inference` turns the blocks and embeddings into fused copies.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model.weight_init import constant_init, trunc_normal_
 
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
-from mmvit_ext.models.layers.onednn import (bn_scale_shift, bn_sources, foldable_bn,
-                                            fused_dwconv_add, fused_linear, onednn_inference,
-                                            packed_linear)
 from mmvit_ext.registry import MODELS
 from .base import BackboneStage, BaseBackbone
 
@@ -47,23 +45,10 @@ class SeparableDownsample(nn.Sequential):
         self.act = nn.Hardswish()
 
     def forward(self, x):
-        x = self.dw(x)
         # The point-wise conv as a GEMM over the channels-last pixels (a 1x1 conv on
         # channels-last memory falls back to a slow non-oneDNN kernel on CPU).
-        x = x.permute(0, 2, 3, 1)
-        if onednn_inference(x) and foldable_bn(self.bn):
-            # eval BN folded into the GEMM, Hardswish fused (oneDNN's equals PyTorch's)
-            weight, bias = packed_linear(self.pw, 'pw_bn', (self.pw.weight, ) + bn_sources(self.bn),
-                                         self.folded_pw_bn)
-            out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'hardswish', [], '')
-            return out.permute(0, 3, 1, 2)
-        x = F.linear(x, self.pw.weight.flatten(1)).permute(0, 3, 1, 2)
-        return self.act(self.bn(x))
-
-    def folded_pw_bn(self):
-        """Weight (out, in) and bias of ``bn(pw(.))`` as one Linear (eval BN)."""
-        scale, shift = bn_scale_shift(self.bn)
-        return self.pw.weight.flatten(1) * scale[:, None], shift
+        x = F.linear(self.dw(x).permute(0, 2, 3, 1), self.pw.weight.flatten(1))
+        return self.act(self.bn(x.permute(0, 3, 1, 2)))
 
 
 class GroupMixFFN(nn.Module):
@@ -98,32 +83,9 @@ class GroupMixBlock(nn.Module):
         self.mlp = GroupMixFFN(embed_dims, int(embed_dims * mlp_ratio), drop_rate)
 
     def forward(self, x):
-        if onednn_inference(x) and (not self.training or self.without_dropout()):
-            return self._forward_onednn(x)
         x = self.cpe(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def without_dropout(self):
-        """Whether drop path and dropout are off, so training mode computes the eval function
-        (the attention's BN still uses batch statistics then, which its fast path handles)."""
-        return (self.drop_path.drop_prob == 0 and self.mlp.drop.p == 0
-                and self.attn.proj_drop.p == 0)
-
-    def _forward_onednn(self, x):
-        """The same function for fp32 CPU inference, with the residual adds and the GELU fused
-        into the oneDNN depth-wise conv and GEMMs (see ``onednn_inference``)."""
-        x = fused_dwconv_add(x, self.cpe.proj, x)
-        B, H, W, C = x.shape
-        tokens = x.reshape(B, H * W, C)
-        tokens = fused_linear(self.attn.attend(self.norm1(x)), *self.attn.packed_proj(),
-                              residual=tokens)
-        mlp = self.mlp
-        hidden = fused_linear(self.norm2(tokens), *packed_linear(
-            mlp.fc1, 'linear', (mlp.fc1.weight, mlp.fc1.bias)), act='gelu')
-        tokens = fused_linear(hidden, *packed_linear(
-            mlp.fc2, 'linear', (mlp.fc2.weight, mlp.fc2.bias)), residual=tokens)
-        return tokens.view(B, H, W, C)
 
 
 @MODELS.register_module()
@@ -178,8 +140,6 @@ class GroupMixFormer(BaseBackbone):
         for dims in embed_dims:
             check_gma_dims(dims, num_heads)
         self.embed_dims = list(embed_dims)
-        self.drop_path_rate = drop_path_rate
-        self.num_features = embed_dims[-1]
 
         self.patch_embed = nn.Sequential(
             ConvBNAct(in_channels, embed_dims[0] // 2, norm_cfg),
@@ -194,20 +154,6 @@ class GroupMixFormer(BaseBackbone):
                 SeparableDownsample(embed_dims[max(i - 1, 0)], embed_dims[i], 1 if i == 0 else 2,
                                     norm_cfg)))
         self._freeze_stages()
-
-    def init_weights(self):
-        if self.init_cfg is None:
-            # Official init: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0); convs
-            # and BNs keep the PyTorch defaults.
-            for module in self.modules():
-                if isinstance(module, nn.Linear):
-                    trunc_normal_(module.weight, std=.02)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
-                elif isinstance(module, nn.LayerNorm):
-                    constant_init(module, 1., 0.)
-            return
-        super().init_weights()
 
     def forward(self, x):
         # Channels-last memory end to end: the NCHW <-> (B, H, W, C) permutes are free views.

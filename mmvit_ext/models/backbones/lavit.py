@@ -2,8 +2,7 @@
 
 Zhang et al., "You Only Need Less Attention at Each Stage in Vision Transformers", CVPR 2024.
 No code was published; this design follows every mechanism the paper states on a PVTv2
-skeleton with linear spatial-reduction attention (see ``shared/specs/lavit.md`` and
-``configs/lavit/README.md``):
+skeleton with linear spatial-reduction attention (see ``configs/lavit/README.md``):
 
 * 4 stages, overlapping patch embeddings (7x7/s4, then 3x3/s2), each followed by LayerNorm;
 * in each stage the first ``num_va_layers`` blocks use ``VanillaAttention`` and the rest
@@ -18,9 +17,9 @@ skeleton with linear spatial-reduction attention (see ``shared/specs/lavit.md`` 
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
-from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from mmengine.model.weight_init import BaseInit, normal_init, update_init_info
 
-from mmvit_ext.registry import MODELS
+from mmvit_ext.registry import MODELS, WEIGHT_INITIALIZERS
 from ..layers.less_attention import LessAttention, VanillaAttention
 from ..layers.patch_embed import ConvPatchEmbed
 from ..layers.residual_attention_downsample import ResidualAttentionDownsample
@@ -29,6 +28,23 @@ from .base import BackboneStage, BaseBackbone
 
 # PVTv2's patch-embedding LayerNorm (torch default eps)
 PVT_LN = dict(type='LN', eps=1e-5)
+
+
+@WEIGHT_INITIALIZERS.register_module(name='FanOutNormal')
+class FanOutNormalInit(BaseInit):
+    """PVTv2's conv initialisation: ``normal(0, sqrt(2 / fan_out))`` with
+    ``fan_out = k_h * k_w * out_channels / groups`` (so depth-wise convs get ``sqrt(2 / k^2)``,
+    unlike Kaiming's fan-out), zero bias; ``layer`` names the module types, as in mmengine."""
+
+    def __call__(self, module):
+        def init(m):
+            if type(m).__name__ in self.layer or self.wholemodule:
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                normal_init(m, mean=0, std=(2.0 / fan_out) ** 0.5, bias=self.bias)
+
+        module.apply(init)
+        if hasattr(module, '_params_init_info'):
+            update_init_info(module, init_info=f'{type(self).__name__}: bias={self.bias}')
 
 
 class ConvMlp(nn.Module):
@@ -122,6 +138,8 @@ class LaViT(BaseBackbone):
     }
     arch_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_va_layers')
     converter = ''  # no official weights were published
+    default_init_cfg = BaseBackbone.default_init_cfg + [
+        dict(type='mmvit_ext.FanOutNormal', layer='Conv2d', bias=0.)]
     pretrained_optional_keys = ()  # out_norms are part of the network, also in classification
 
     def __init__(self, arch='s', num_va_layers=None, in_channels=3, drop_path_rate=0.1,
@@ -166,25 +184,6 @@ class LaViT(BaseBackbone):
     @property
     def dp_loss_weight(self):
         return self.dp_loss.loss_weight
-
-    def init_weights(self):
-        """PVTv2 initialisation, user ``init_cfg`` on top, then Theta/Psi set to identity;
-        a ``Pretrained`` init_cfg loads the checkpoint instead."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            return super().init_weights()
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_init(m, mean=0, std=(2.0 / fan_out) ** 0.5, bias=0)
-        super().init_weights()
-        for m in self.modules():
-            if isinstance(m, LessAttention):
-                m.init_identity()
 
     def forward(self, x):
         self._aux_losses = {}

@@ -1,6 +1,6 @@
 """Pale Transformer (Wu et al., "Pale Transformer: A General Vision Transformer Backbone with
-Pale-Shaped Attention", AAAI 2022), built from ../../../shared/specs/pale.md: no official code
-or weights exist.
+Pale-Shaped Attention", AAAI 2022), built from the paper (the choices it leaves open are listed
+in configs/pale/README.md): no official code or weights exist.
 """
 import torch.nn as nn
 from mmcv.cnn.bricks.drop import DropPath
@@ -74,9 +74,6 @@ class PaleTransformer(BaseBackbone):
     def __init__(self, arch='t', in_channels=3, pale_size=None, drop_path_rate=0.,
                  with_out_norms=True, out_indices=(3, ), frozen_stages=-1, norm_eval=False,
                  with_cp=False, init_cfg=None, pretrained=None):
-        if init_cfg is None and pretrained is None:
-            init_cfg = [dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
-                        dict(type='Constant', layer='LayerNorm', val=1., bias=0.)]
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
                          pretrained)
         dims, depths, heads = (self.arch[k] for k in ('embed_dims', 'depths', 'num_heads'))

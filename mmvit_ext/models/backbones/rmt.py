@@ -6,23 +6,18 @@ mmdet/mmseg backbone; official checkpoints load after
 downsample of stage ``i`` is the first module of stage ``i + 1`` here (same function),
 ``norm_eval`` really freezes the BatchNorm statistics (SyncBN included), ``frozen_stages`` exists,
 ``with_cp`` uses non-reentrant checkpointing, and the relative-position tables are cached.
-fp32 CPU inference (autograd off) runs fused oneDNN kernels with cached reordered weights and
-BatchNorms folded into the convs (same numbers up to float rounding); see
-``mmvit_ext/models/layers/onednn.py``.
+For fp32 CPU inference, :func:`mmvit_ext.fuse_for_cpu_inference` turns the blocks, the stem and
+the downsamples into fused copies (same numbers up to float rounding).
 """
-import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model.weight_init import trunc_normal_
-from mmpretrain.models.utils import LayerScale
 
 from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
-from ..layers.onednn import (fused_dwconv_add, fused_linear, onednn_conv_bn, onednn_inference,
-                             packed_linear)
-from .base import BaseBackbone
+from ..layers.layer_scale import LayerScale
+from .base import BackboneStage, BaseBackbone
 
 
 class RMTStem(nn.Sequential):
@@ -42,19 +37,7 @@ class RMTStem(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, x):
-        if onednn_inference(x):
-            out = self._forward_onednn(x.contiguous(memory_format=torch.channels_last))
-            if out is not None:
-                return out.permute(0, 2, 3, 1)
         return super().forward(x).permute(0, 2, 3, 1)
-
-    def _forward_onednn(self, x):
-        """Eval BatchNorms folded into the convs, GELU fused; None if a norm does not fold."""
-        for start in (0, 3, 6, 9):  # conv, norm[, GELU]
-            x = onednn_conv_bn(x, self[start], self[start + 1], gelu=start < 9)
-            if x is None:
-                return None
-        return x
 
 
 class RMTDownsample(nn.Module):
@@ -69,11 +52,7 @@ class RMTDownsample(nn.Module):
         self.norm = build_norm_layer(norm_cfg, out_channels)[1]
 
     def forward(self, x):
-        x = x.permute(0, 3, 1, 2)
-        out = onednn_conv_bn(x, self.conv, self.norm) if onednn_inference(x) else None
-        if out is None:
-            out = self.norm(self.conv(x))
-        return out.permute(0, 2, 3, 1)
+        return self.norm(self.conv(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
 
 
 class RMTFFN(nn.Module):
@@ -122,40 +101,9 @@ class RMTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, rel_pos):
-        if onednn_inference(x) and (not self.training or isinstance(self.drop_path, nn.Identity)):
-            return self._forward_onednn(x, rel_pos)
         x = self.cpe(x)
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), rel_pos)))
         return x + self.drop_path(self.ls2(self.ffn(self.norm2(x))))
-
-    def _forward_onednn(self, x, rel_pos):
-        """The same function for fp32 CPU inference, with the residual adds, the GELU and the
-        layer scales fused into the oneDNN convs and GEMMs (see ``onednn_inference``)."""
-        x = fused_dwconv_add(x, self.cpe.proj, x)
-        out = self.attn.attend(self.norm1(x), rel_pos)
-        x = fused_linear(out, *self._packed(self.attn.out_proj, self.ls1), residual=x)
-        hidden = fused_linear(self.norm2(x), *self._packed(self.ffn.fc1), act='gelu')
-        hidden = fused_dwconv_add(hidden, self.ffn.dwconv.proj, hidden)
-        return fused_linear(hidden, *self._packed(self.ffn.fc2, self.ls2), residual=x)
-
-    def _packed(self, linear, layer_scale=None):
-        """oneDNN weights of ``layer_scale(linear(.))`` as one Linear (cached)."""
-        if layer_scale is None or isinstance(layer_scale, nn.Identity):
-            return packed_linear(linear, 'linear', (linear.weight, linear.bias))
-        scale = layer_scale.weight
-        return packed_linear(linear, 'scaled', (linear.weight, linear.bias, scale),
-                             lambda: (linear.weight * scale[:, None], linear.bias * scale))
-
-
-class RMTStage(nn.Module):
-    """Optional downsample, the stage's relative-position package and its blocks."""
-
-    def __init__(self, downsample, rel_pos, blocks):
-        super().__init__()
-        self.downsample = downsample
-        self.rel_pos = rel_pos
-        self.blocks = nn.ModuleList(blocks)
-        self.decomposed = blocks[0].attn.decomposed
 
 
 @MODELS.register_module()
@@ -230,23 +178,15 @@ class RMT(BaseBackbone):
                          arch['decomposed'][i], rates[first + j], arch['layer_scales'][i],
                          layer_scale_init) for j in range(depth)
             ]
-            self.stages.append(RMTStage(downsample, rel_pos, blocks))
+            stage = BackboneStage(blocks, downsample)
+            stage.rel_pos = rel_pos
+            stage.decomposed = arch['decomposed'][i]
+            self.stages.append(stage)
         if out_norm_cfg is not None:
             self.out_norms = nn.ModuleList(build_norm_layer(out_norm_cfg, c)[1] for c in dims)
         else:
             self.out_norms = None
-        self.apply(self._init_linear_and_ln)
         self._freeze_stages()
-
-    @staticmethod
-    def _init_linear_and_ln(module):
-        # The official init: trunc-normal Linear, unit LayerNorm; convs/BN keep torch defaults.
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=.02)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def forward(self, x):
         x = self.patch_embed(x)

@@ -1,22 +1,19 @@
 """Group-Mix Attention (GMA) of GroupMixFormer (Ge et al., arXiv 2311.15157).
 
-Numerically the official ``EfficientAtt`` (see ``../shared/specs/groupmixformer.md`` section
-1.5), computed channels-last with only the official convolution taps:
+Numerically the official ``EfficientAtt``, computed channels-last with only the official
+convolution taps:
 
 * the qkv projection runs as one GEMM per aggregator segment (rows ``[q_i | k_i | v_i]`` of
   the official weight), so every depth-wise conv reads a contiguous channels-last map: the
   3x3, 5x5 and 7x7 proxies (weights shared by q, k, v) and the 3x3 of the non-attention
   branch each convolve exactly their own channels; the identity segment has no conv;
-* the proxies' point-wise convs see q, k and v rows of one ``(B*H*W*3, s)`` matrix; in eval
-  mode the proxy BN is folded into them (and into the identity segment's qkv rows), in train
-  mode one BN over the four segments pools q, k and v like the official 3B batch;
-* proxies are written segment-major ``(B, 4, N, 3, s)``, so the factorised attention of all
+* the proxies' point-wise convs see q, k and v rows of one ``(B*H*W*3, s)`` matrix, and one BN
+  over the four segments pools q, k and v like the official ``(3B, s, H, W)`` batch;
+* proxies are laid out segment-major ``(B, 4, N, 3, s)``, so the factorised attention of all
   heads is two batched matmuls over ``B*4`` (one ``s x s`` context per segment, whose two
-  off-diagonal head blocks are zeroed);
+  off-diagonal head blocks are zeroed), see :func:`group_mix_attention`;
 * the conv relative position encoding runs its 3x3/5x5/7x7 head groups as three depth-wise
-  convs, and ``scale * attn + q * conv(v)`` is written straight into the ``proj`` input;
-* for fp32 CPU inference with autograd off (:func:`onednn_inference`) the GEMMs run as oneDNN
-  kernels on cached reordered (BN-folded) weights.
+  convs.
 
 Parameters keep the official shapes except the four proxy BNs, stored as one BN over the 4s
 proxy channels, so converting a checkpoint is renaming plus that concatenation.
@@ -27,8 +24,6 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from mmvit_ext.registry import MODELS
-from .onednn import (bn_scale_shift, bn_sources, fused_linear, onednn_inference,
-                     packed_linear)
 
 #: Aggregator kernel sizes of the three proxy segments.
 PROXY_KERNELS = (3, 5, 7)
@@ -54,15 +49,6 @@ def depthwise(x, weight, bias=None):
     return out.permute(0, 2, 3, 1)
 
 
-def write_into(out, fn, *args):
-    """``out[...] = fn(*args)``: through ``fn``'s ``out=`` (no temporary) unless autograd must
-    record it (``out=`` ops are not differentiable)."""
-    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
-        out.copy_(fn(*args))
-    else:
-        fn(*args, out=out)
-
-
 class GroupAggregator(nn.Module):
     """The aggregator shared by q, k and v: five channel segments of width ``s = C/5``.
 
@@ -76,8 +62,8 @@ class GroupAggregator(nn.Module):
         norm_cfg (dict): Norm of the segments 0-3 (``norm``, over their 4s channels).
 
     Shapes:
-        segments: five (B, H, W, 3s) maps, segment i of ``[q | k | v]``; proxies (output):
-        (B, 4, H*W, 3, s), written in place; returns the branch (B, H, W, s).
+        segments: five (B, H, W, 3s) maps, segment i of ``[q | k | v]`` -> proxies
+        (B, 4, H*W, 3, s) (segments 0-3 of q, k and v) and the branch (B, H*W, s).
     """
 
     def __init__(self, embed_dims, norm_cfg=dict(type='BN')):
@@ -93,51 +79,23 @@ class GroupAggregator(nn.Module):
         self.branch_pw = nn.Conv2d(3 * seg, seg, 1, bias=False)
         self.branch_norm = nn.LayerNorm(seg, eps=1e-5)
 
-    def proxy_pre_norm(self, segments, i, scale=None, shift=None):
-        """Segment i (1-3): depth-wise kxk + point-wise conv on the (M*3, s) rows of q, k, v;
-        with ``scale``/``shift`` (eval) the BN is folded into the point-wise weight."""
-        seg = self.seg_dims
-        weight = self.local_dw[i - 1].weight
-        mixed = depthwise(segments[i], weight.repeat(3, 1, 1, 1)).reshape(-1, seg)
-        pw_weight = self.local_pw[i - 1].weight.flatten(1)
-        if scale is None:
-            return F.linear(mixed, pw_weight)
-        if onednn_inference(mixed):
-            return fused_linear(mixed, *packed_linear(
-                self, f'proxy{i}', (pw_weight, ) + bn_sources(self.norm),
-                lambda: (pw_weight * scale[:, None], shift)))
-        return F.linear(mixed, pw_weight * scale[:, None], shift)
-
-    def forward(self, segments, proxies, branch_out):
+    def forward(self, segments):
         B, H, W, _ = segments[0].shape
         seg = self.seg_dims
-        if self.norm.training:
-            # One BN over the 4s channels of (B*H*W*3) samples: the statistics pool q, k and v
-            # like the official (3B, s, H, W) batch.
-            pre = torch.cat([segments[0].reshape(-1, seg)] +
-                            [self.proxy_pre_norm(segments, i) for i in (1, 2, 3)], dim=1)
-            post = F.hardswish(self.norm(pre.view(-1, 4 * seg, 1, 1)))
-            proxies.copy_(post.view(B, H * W, 3, 4, seg).permute(0, 3, 1, 2, 4))
-        else:
-            # segment 0's BN is folded into its qkv rows by the caller
-            write_into(proxies[:, 0].flatten(2), torch._C._nn.hardswish,
-                       segments[0].view(B, H * W, 3 * seg))
-            scale, shift = bn_scale_shift(self.norm)
-            for i in (1, 2, 3):
-                part = slice(i * seg, (i + 1) * seg)
-                pre = self.proxy_pre_norm(segments, i, scale[part], shift[part])
-                write_into(proxies[:, i].flatten(2), torch._C._nn.hardswish,
-                           pre.view(B, H * W, 3 * seg))
+        # Segments 1-3: depth-wise kxk (the same taps for q, k and v) and the point-wise conv
+        # as a GEMM over the (B*H*W*3, s) rows.
+        pre = [segments[0].reshape(-1, seg)] + [
+            F.linear(depthwise(segments[i], self.local_dw[i - 1].weight.repeat(3, 1, 1, 1))
+                     .reshape(-1, seg), self.local_pw[i - 1].weight.flatten(1))
+            for i in (1, 2, 3)]
+        # One BN over the 4s channels of (B*H*W*3) samples: the statistics pool q, k and v like
+        # the official (3B, s, H, W) batch.
+        post = F.hardswish(self.norm(torch.cat(pre, dim=1).view(-1, 4 * seg, 1, 1)))
+        proxies = post.view(B, H * W, 3, 4, seg).permute(0, 3, 1, 2, 4)
         branch = depthwise(segments[4], self.branch_dw.weight).reshape(-1, 3 * seg)
-        branch_weight = self.branch_pw.weight.flatten(1)
-        if onednn_inference(branch):
-            branch = fused_linear(branch, *packed_linear(
-                self, 'branch', (branch_weight, ),
-                lambda: (branch_weight, branch_weight.new_zeros(seg))))
-        else:
-            branch = F.linear(branch, branch_weight)
-        branch = self.branch_norm(branch)
-        write_into(branch_out, torch._C._nn.hardswish, branch.view(B, H * W, seg))
+        branch = F.linear(branch, self.branch_pw.weight.flatten(1))
+        branch = F.hardswish(self.branch_norm(branch))
+        return proxies, branch.view(B, H * W, seg)
 
 
 class ConvRelPosEnc(nn.Module):
@@ -165,6 +123,36 @@ class ConvRelPosEnc(nn.Module):
                   torch.cat([v[:, 2, :, d:], v[:, 3]], dim=-1)]
         return [depthwise(group.reshape(B, H, W, -1), conv.weight, conv.bias)
                 for group, conv in zip(groups, self.convs)]
+
+
+def group_mix_attention(proxies, crpe, scale, height, width):
+    """Factorised attention of the proxies plus the conv relative position term.
+
+    Per head: ``scale * q (softmax_N(k)^T v) + q * DWConv(v)``, for the two heads of each of the
+    four proxy segments.
+
+    Args:
+        proxies (Tensor): (B, 4, N, 3, s) segments 0-3 of q, k and v, N = H*W.
+        crpe (ConvRelPosEnc): The conv relative position encoding.
+        scale (float): Scale of the attention term.
+        height, width (int): H, W.
+
+    Returns:
+        Tensor: (B, N, 4s), the eight heads head-major.
+    """
+    B, _, N, _, seg = proxies.shape
+    d = seg // 2
+    q, k, v = proxies.unbind(3)                                          # (B, 4, N, s) each
+    k = k.softmax(dim=2)
+    # One s x s context per segment (two heads); the cross-head blocks are zeroed and the
+    # scale is applied to the small context instead of the (N x s) product.
+    mask = torch.block_diag(*[proxies.new_full((d, d), scale)] * 2)
+    context = torch.bmm(k.reshape(B * 4, N, seg).transpose(1, 2), v.reshape(B * 4, N, seg))
+    attn = torch.bmm(q.reshape(B * 4, N, seg), context * mask).view(B, 4, N, seg)
+    # the three CRPE groups cover heads 0-1, 2-4 and 5-7: concatenated they are head-major
+    conv = torch.cat([t.reshape(B, N, -1) for t in crpe(v, height, width)], dim=-1)
+    return torch.addcmul(attn.transpose(1, 2).reshape(B, N, 4 * seg),
+                         q.transpose(1, 2).reshape(B, N, 4 * seg), conv)
 
 
 @MODELS.register_module()
@@ -205,70 +193,17 @@ class GroupMixAttention(nn.Module):
 
     def segment_weights(self, i):
         """Weight (3s, C) and bias (3s or None) of aggregator segment i's rows
-        ``[q_i | k_i | v_i]``; in eval mode the identity segment's BN is folded into them."""
+        ``[q_i | k_i | v_i]`` of the qkv projection."""
         C, seg = self.embed_dims, self.aggregator.seg_dims
         w = self.qkv.weight.view(3, 5, seg, C)[:, i].reshape(3 * seg, C)
         b = self.qkv.bias.view(3, 5, seg)[:, i].reshape(3 * seg) \
             if self.qkv.bias is not None else None
-        if i == 0 and not self.aggregator.norm.training:
-            scale, shift = (t[:seg].repeat(3) for t in bn_scale_shift(self.aggregator.norm))
-            w = w * scale[:, None]
-            b = shift if b is None else torch.addcmul(shift, b, scale)
         return w, b
 
-    def qkv_segments(self, x):
-        """One GEMM per aggregator segment i: (B, H, W, C) -> five (B, H, W, 3s)."""
-        if not onednn_inference(x):
-            return [F.linear(x, *self.segment_weights(i)) for i in range(5)]
-        folded = not self.aggregator.norm.training
-        sources = tuple(t for t in (self.qkv.weight, self.qkv.bias) if t is not None)
-        segments = []
-        for i in range(5):
-            fold = i == 0 and folded
-            name = f'qkv{i}_folded' if fold else f'qkv{i}'
-            segments.append(fused_linear(x, *packed_linear(
-                self, name, sources + (bn_sources(self.aggregator.norm) if fold else ()),
-                lambda i=i: self.segment_weights_with_bias(i))))
-        return segments
-
-    def segment_weights_with_bias(self, i):
-        """:meth:`segment_weights` with a zero bias in place of None (oneDNN GEMMs)."""
-        w, b = self.segment_weights(i)
-        return w, w.new_zeros(w.shape[0]) if b is None else b
-
-    def attend(self, x):
-        """Everything before ``proj``: (B, H, W, C) -> its input (B, H*W, C)."""
-        B, H, W, C = x.shape
-        N, seg, d = H * W, self.aggregator.seg_dims, self.head_dims
-        proxies = x.new_empty(B, 4, N, 3, seg)
-        # the proj input: [attention heads, head-major (4s) | non-attention branch (s)]
-        merged = x.new_empty(B, N, C)
-        self.aggregator(self.qkv_segments(x), proxies, merged[..., 4 * seg:])
-        q, k, v = proxies.unbind(3)                                      # (B, 4, N, s) each
-        k = k.softmax(dim=2)
-        # One s x s context per segment (two heads); the cross-head blocks are zeroed and the
-        # official scale is applied to the small context instead of the (N x s) product.
-        mask = torch.block_diag(*[x.new_full((d, d), self.scale)] * 2)
-        context = torch.bmm(k.reshape(B * 4, N, seg).transpose(1, 2), v.reshape(B * 4, N, seg))
-        attn = torch.bmm(q.reshape(B * 4, N, seg), context * mask).view(B, 4, N, seg)
-        conv3, conv5, conv7 = (t.reshape(B, N, -1) for t in self.crpe(v, H, W))
-        # scale * attn + q * conv(v), per (segment, CRPE kernel) piece of heads
-        pieces = [(0, slice(0, seg), conv3), (1, slice(0, seg), conv5[..., :2 * d]),
-                  (2, slice(0, d), conv5[..., 2 * d:]), (2, slice(d, seg), conv7[..., :d]),
-                  (3, slice(0, seg), conv7[..., d:])]
-        for i, part, conv in pieces:
-            write_into(merged[..., i * seg + part.start:i * seg + part.stop], torch.addcmul,
-                       attn[:, i, :, part], q[:, i, :, part], conv)
-        return merged
-
-    def packed_proj(self):
-        """oneDNN ``(weight, bias)`` of ``proj`` (cached)."""
-        return packed_linear(self.proj, 'linear', (self.proj.weight, self.proj.bias))
-
     def forward(self, x):
-        merged = self.attend(x)
-        if onednn_inference(merged):
-            out = fused_linear(merged, *self.packed_proj())
-        else:
-            out = self.proj(merged)
-        return self.proj_drop(out.view(x.shape))
+        B, H, W, C = x.shape
+        proxies, branch = self.aggregator(
+            [F.linear(x, *self.segment_weights(i)) for i in range(5)])
+        heads = group_mix_attention(proxies, self.crpe, self.scale, H, W)
+        out = self.proj(torch.cat([heads, branch], dim=-1))
+        return self.proj_drop(out).view(B, H, W, C)

@@ -113,7 +113,7 @@ class LessAttention(nn.Module):
       ``Conv2d(h, h, 3, groups=h)`` weight of shape (h, 1, 3, 3).
 
     Both are initialised to the identity, so an untrained LA layer reuses the previous
-    attention unchanged (``init_identity``).
+    attention unchanged (``init_weights``).
 
     Args:
         embed_dims (int): Channels C.
@@ -132,11 +132,11 @@ class LessAttention(nn.Module):
         self.theta = nn.Linear(self.num_keys, self.num_keys)
         self.psi = nn.Conv2d(num_heads, num_heads, 3, padding=1, groups=num_heads, bias=False)
         self.proj = nn.Linear(embed_dims, embed_dims)
-        self.init_identity()
+        self.init_weights()
 
     @torch.no_grad()
-    def init_identity(self):
-        """Set Theta and Psi to the identity map."""
+    def init_weights(self):
+        """Set Theta and Psi to the identity map (also after the backbone's generic init)."""
         self.theta.weight.copy_(torch.eye(self.num_keys))
         self.theta.bias.zero_()
         self.psi.weight.zero_()

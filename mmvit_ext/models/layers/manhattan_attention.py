@@ -14,6 +14,10 @@ softmax, Q and K are rotated by the flattened raster index ``y * W + x`` (interl
 only the scores are scaled by ``d ** -0.5`` (the official code scales K; Q.(sK) = s(Q.K)), and a
 5x5 depth-wise conv of V (LCE) is added to the attention output before ``out_proj``.
 
+The attention itself is two module-level functions of rotated q, k and v,
+:func:`manhattan_attention` and :func:`decomposed_manhattan_attention`, which the modules (and
+the fused CPU-inference copies of ``mmvit_ext.models.fused``) call.
+
 Example::
 
     rel_pos = ManhattanRelPos(embed_dims=64, num_heads=4)
@@ -27,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmvit_ext.registry import MODELS
-from .onednn import fused_dwconv_add, fused_linear, onednn_inference, packed_linear
+
 
 def rotate_every_two(x):
     """Rotate each interleaved pair (x0, x1) -> (-x1, x0) along the last axis."""
@@ -131,8 +135,47 @@ class ManhattanRelPos(nn.Module):
         return f'num_heads={self.num_heads}, head_dims={self.angle.numel()}'
 
 
+def rotate_qk(qk, rotation):
+    """Rotate q and k packed as (B, H, W, N, 2, d) by ``rotation`` (H, W, 1, d/2) -> q, k as
+    (B, H, W, N, d) views."""
+    return theta_shift(qk, rotation.unsqueeze(-2)).unbind(-2)
+
+
+def manhattan_attention(q, k, v, mask, scale):
+    """Full MaSA: ``softmax(q k^T * scale + mask) v`` over all H*W tokens.
+
+    Shapes: q, k (B, H, W, N, d) rotated; v (B, H, W, C = N*d); mask (1, N, HW, HW)
+    -> (B, H, W, C).
+    """
+    B, H, W, N, d = q.shape
+    # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
+    q, k, v = (t.reshape(B, H * W, N, d).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).reshape(B, H, W, N * d)
+
+
+def decomposed_manhattan_attention(q, k, v, mask_w, mask_h, scale):
+    """Decomposed MaSA: attention inside every row (W pass, decay ``mask_w``) whose output is
+    attended inside every column (H pass, decay ``mask_h``) with the same q and k.
+
+    Shapes: q, k (B, H, W, N, d) rotated; v (B, H, W, C = N*d); mask_w (1, N, W, W); mask_h
+    (1, W*N, H, H) -> (B, H, W, C).
+    """
+    B, H, W, N, d = q.shape
+    # W pass: (B, H, W, N, d) viewed as (B*H, N, W, d) without a copy.
+    q_w, k_w, v_w = (t.view(B, H, W, N, d).permute(0, 1, 3, 2, 4).flatten(0, 1)
+                     for t in (q, k, v))
+    v1 = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask_w, scale=scale)
+    # H pass: q, k viewed as (B, W*N, H, d) without a copy; v1 rearranged once into that layout.
+    q_h, k_h = (t.permute(0, 2, 3, 1, 4).flatten(1, 2) for t in (q, k))
+    v1 = v1.view(B, H, N, W, d).permute(0, 3, 2, 1, 4).reshape(B, W * N, H, d)
+    out = F.scaled_dot_product_attention(q_h, k_h, v1, attn_mask=mask_h, scale=scale)
+    return out.view(B, W, N, H, d).permute(0, 3, 1, 2, 4).reshape(B, H, W, N * d)
+
+
 class _ManhattanAttentionBase(nn.Module):
-    """Projections, rotation and LCE shared by the full and the decomposed MaSA."""
+    """Projections, rotation, LCE and output projection shared by the full and the decomposed
+    MaSA; subclasses name the attention function."""
 
     decomposed = None
 
@@ -153,25 +196,10 @@ class _ManhattanAttentionBase(nn.Module):
                              padding=lce_kernel_size // 2, groups=embed_dims)
         self.out_proj = nn.Linear(embed_dims, embed_dims)
 
-    def _project(self, x, rotation):
-        """(B, H, W, C) -> rotated q, k as (B, H, W, N, d) and v as (B, H, W, C)."""
-        B, H, W, C = x.shape
-        N, d = self.num_heads, self.head_dims
-        # q and k from one GEMM, laid out (N, 2, d) per token: one rotation for both, and q, k
-        # stay viewable (not copied) into the W-pass and H-pass layouts.
-        if onednn_inference(x):
-            sources = (self.q_proj.weight, self.q_proj.bias, self.k_proj.weight,
-                       self.k_proj.bias)
-            qk = fused_linear(x, *packed_linear(self, 'qk', sources, self._qk_weights))
-            v = fused_linear(x, *packed_linear(self, 'v', (self.v_proj.weight, self.v_proj.bias)))
-        else:
-            qk = F.linear(x, *self._qk_weights())
-            v = self.v_proj(x)
-        q, k = theta_shift(qk.view(B, H, W, N, 2, d), rotation.unsqueeze(-2)).unbind(-2)
-        return q, k, v
-
-    def _qk_weights(self):
-        """q_proj and k_proj as one Linear with outputs ordered (N, 2, d)."""
+    def qk_weights(self):
+        """q_proj and k_proj as one Linear whose outputs are ordered (N, 2, d) per token: one
+        GEMM and one rotation for both, and q, k stay viewable (not copied) into the W-pass and
+        H-pass layouts."""
         N, d, C = self.num_heads, self.head_dims, self.embed_dims
         weight = torch.stack((self.q_proj.weight.view(N, d, C), self.k_proj.weight.view(N, d, C)),
                              dim=1).flatten(0, 2)
@@ -179,21 +207,18 @@ class _ManhattanAttentionBase(nn.Module):
                            dim=1).flatten()
         return weight, bias
 
-    def _add_lce(self, out, v):
-        """``out + LCE(v)``, both (B, H, W, C); the convs take the channels-last memory as is."""
-        if onednn_inference(v):
-            return fused_dwconv_add(v, self.lce, out)
-        return out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-    def attend(self, x, rel_pos):
-        """The attention up to ``out_proj``: (B, H, W, C) -> (B, H, W, C)."""
+    def attention(self, q, k, v, masks):
         raise NotImplementedError
 
     def forward(self, x, rel_pos):
-        out = self.attend(x, rel_pos)
-        if onednn_inference(out):
-            weights = packed_linear(self, 'out_proj', (self.out_proj.weight, self.out_proj.bias))
-            return fused_linear(out, *weights)
+        B, H, W, C = x.shape
+        rotation, masks = rel_pos
+        qk = F.linear(x, *self.qk_weights()).view(B, H, W, self.num_heads, 2, self.head_dims)
+        q, k = rotate_qk(qk, rotation)
+        v = self.v_proj(x)
+        out = self.attention(q, k, v, masks)
+        # the conv takes the channels-last memory of v as it is
+        out = out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.out_proj(out)
 
     def extra_repr(self):
@@ -204,8 +229,9 @@ class _ManhattanAttentionBase(nn.Module):
 class ManhattanSelfAttention(_ManhattanAttentionBase):
     """Full Manhattan self-attention (RMT stage 4, and stage 3 of RMT-T).
 
-    ``softmax(q~ k~^T / sqrt(d) + decay_n * (|dy| + |dx|)) v + LCE(v)``, then ``out_proj``,
-    computed by ``scaled_dot_product_attention`` with the log-decay as additive mask.
+    ``out_proj(softmax(q~ k~^T / sqrt(d) + decay_n * (|dy| + |dx|)) v + LCE(v))`` with q~, k~
+    the rotated queries and keys, computed by ``scaled_dot_product_attention`` with the
+    log-decay as additive mask.
 
     Args:
         embed_dims (int): Channels C.
@@ -219,16 +245,8 @@ class ManhattanSelfAttention(_ManhattanAttentionBase):
 
     decomposed = False
 
-    def attend(self, x, rel_pos):
-        B, H, W, C = x.shape
-        N, d = self.num_heads, self.head_dims
-        rotation, mask = rel_pos
-        q, k, v = self._project(x, rotation)
-        # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
-        q, k, v_heads = (t.reshape(B, H * W, N, d).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v_heads, attn_mask=mask, scale=self.scale)
-        # the CPU kernels return (B, L, N, d) memory: the transpose back is a view
-        return self._add_lce(out.transpose(1, 2).reshape(B, H, W, C), v)
+    def attention(self, q, k, v, masks):
+        return manhattan_attention(q, k, v, masks, self.scale)
 
 
 @MODELS.register_module()
@@ -252,19 +270,5 @@ class DecomposedManhattanSelfAttention(_ManhattanAttentionBase):
 
     decomposed = True
 
-    def attend(self, x, rel_pos):
-        B, H, W, C = x.shape
-        N, d = self.num_heads, self.head_dims
-        rotation, (mask_w, mask_h) = rel_pos
-        q, k, v = self._project(x, rotation)
-        # W pass: (B, H, W, N, d) viewed as (B*H, N, W, d) without a copy.
-        q_w, k_w, v_w = (t.view(B, H, W, N, d).permute(0, 1, 3, 2, 4).flatten(0, 1)
-                         for t in (q, k, v))
-        v1 = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask_w, scale=self.scale)
-        # H pass: (B, H, W, N, d) viewed as (B, W*N, H, d) without a copy; v1 is rearranged
-        # once from (B, H, N, W, d) to that layout.
-        q_h, k_h = (t.permute(0, 2, 3, 1, 4).flatten(1, 2) for t in (q, k))
-        v1 = v1.view(B, H, N, W, d).permute(0, 3, 2, 1, 4).reshape(B, W * N, H, d)
-        out = F.scaled_dot_product_attention(q_h, k_h, v1, attn_mask=mask_h, scale=self.scale)
-        out = out.view(B, W, N, H, d).permute(0, 3, 1, 2, 4).reshape(B, H, W, C)
-        return self._add_lce(out, v)
+    def attention(self, q, k, v, masks):
+        return decomposed_manhattan_attention(q, k, v, *masks, self.scale)

@@ -1,4 +1,4 @@
-"""Plain GroupMixFormer, transcribed from ../shared/specs/groupmixformer.md in the OFFICIAL
+"""Plain GroupMixFormer, transcribed from the official code, in the OFFICIAL
 module layout and key names (``conv_stem``, ``patch_embed_layers``, ``groupmixformer_backbone``,
 ``att.aggregator.agg1.conv1`` ...): separate convs per kernel, q/k/v stacked as a 3B batch,
 explicit reshapes. Only the official input-size assertion is fixed (real conv output sizes).
@@ -340,7 +340,7 @@ class OracleBackbone(nn.Module):
     def __init__(self, backbone):
         super().__init__()
         arch = backbone.arch
-        dpr = backbone.drop_path_rate
+        dpr = backbone.stages[-1].blocks[-1].drop_path.drop_prob  # the last block's: the rate
         self.model = OfficialGroupMixFormer(arch['embed_dims'], arch['depths'], arch['mlp_ratios'],
                                             drop_path_rate=dpr, out_indices=backbone.out_indices)
         self.model.load_state_dict(backbone_to_official(backbone.state_dict()), strict=True)

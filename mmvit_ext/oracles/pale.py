@@ -1,4 +1,4 @@
-"""Plain reference of Pale-shaped self-attention (spec pale.md, section 7).
+"""Plain reference of Pale-shaped self-attention (the design of configs/pale/README.md).
 
 Full attention over all H*W tokens, with a materialised boolean mask that allows a pair of
 tokens iff they share a row group (row-branch channels) or a column group (column-branch

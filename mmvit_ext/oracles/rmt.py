@@ -1,4 +1,4 @@
-"""Plain reference of RMT, written from shared/specs/rmt.md in the OFFICIAL layout.
+"""Plain reference of RMT, written from the official code, in the OFFICIAL layout.
 
 Module and parameter names are those of the official code, so ``VisRetNet(...).state_dict()``
 has the official keys (the converter tests start from it). Everything is computed plainly:

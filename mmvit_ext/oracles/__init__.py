@@ -1,4 +1,5 @@
-"""Plain reference ("oracle") implementations, written from the specs in ../shared/specs.
+"""Plain reference ("oracle") implementations of the four families, written independently of
+the production modules from the papers and the official code.
 
 One module per family. Each defines ``oracle_model(model) -> nn.Module``: a deep copy of a
 backbone (or classifier) whose optimised parts are replaced by the plain reference code, sharing

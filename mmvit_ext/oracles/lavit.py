@@ -1,4 +1,4 @@
-"""Plain reference code for LaViT, written from shared/specs/lavit.md.
+"""Plain reference code for LaViT, written from the design in configs/lavit/README.md.
 
 Every linear map of the spec is materialised as an explicit dense matrix:
 
