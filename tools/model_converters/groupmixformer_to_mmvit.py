@@ -5,6 +5,9 @@ is removed). With ``norm4``/``head`` keys the output is an mmpretrain ImageClass
 (``backbone.*``, ``neck.norm.*``, ``head.fc.*``; configs/groupmixformer/*_in1k.py); a
 backbone-only state_dict (official ``return_interm_layers=True``) gives ``backbone.*`` keys.
 
+The official training keeps no EMA, so a released file holds one set of weights, the one
+every config here starts from.
+
 Renaming is strict (unknown keys stop the conversion with the full list) and the result is
 checked key by key and shape by shape against the model built from the arch (inferred from the
 widths and depths, or ``--arch``). The only tensor change: the aggregator's four segment BNs

@@ -16,6 +16,10 @@ the full list, and the result is checked key by key and shape by shape against t
 from the arch. The derived buffers ``layers.*.Relpos.decay/angle`` are compared with the values
 recomputed for the arch, then dropped.
 
+Which entry: the downstream configs (``checkpoints/rmt-<v>_in1k.pth``) start from the non-EMA
+``model`` weights, as the official det/seg code did; ``model_ema`` is the classifier that the
+README accuracies of S/B/L were measured with (write it to another file name for testing).
+
 Usage::
 
     python tools/model_converters/rmt_to_mmvit.py SRC DST [--entry auto|model|model_ema]
