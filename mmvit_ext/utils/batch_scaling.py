@@ -45,13 +45,6 @@ def process_count_and_rank(launcher):
     return int(os.environ.get(size_key, 1)), int(os.environ.get(rank_key, 0))
 
 
-def total_batch_size(cfg, num_processes):
-    """Images per optimizer step: processes x batch per process x gradient accumulation."""
-    per_process = cfg.train_dataloader.batch_size
-    accumulation = cfg.optim_wrapper.get('accumulative_counts', 1)
-    return num_processes * per_process * accumulation, per_process, accumulation
-
-
 def _ema_hooks(cfg):
     """The momentum-based EMA hooks of ``cfg.custom_hooks``, with their momentum."""
     from mmengine.model import ExponentialMovingAverage
@@ -88,7 +81,9 @@ def apply_batch_scaling(cfg, auto_scale=False):
     auto_scale = auto_scale or bool(scale_cfg.get('enable', False))
     scale_cfg.enable = False  # done here; mmengine must not scale the lr a second time
     num_processes, rank = process_count_and_rank(cfg.get('launcher'))
-    total, per_process, accumulation = total_batch_size(cfg, num_processes)
+    per_process = cfg.train_dataloader.batch_size
+    accumulation = cfg.optim_wrapper.get('accumulative_counts', 1)
+    total = num_processes * per_process * accumulation  # images per optimizer step
     base = scale_cfg.base_batch_size
     factor = total / base
     if factor == 1:
