@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone, too
 
+from mmvit_ext.utils.batch_scaling import apply_batch_scaling  # noqa: E402
 from mmvit_ext.utils.cli import add_common_args, build_runner, check_data, load_config, \
     setup_distributed  # noqa: E402
 
@@ -25,7 +26,7 @@ def parse_args(argv=None):
                              'when no path is given')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr linearly with the actual total batch size')
+                        help='scale the lr (and EMA momentum) to the actual total batch size')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
     return parser.parse_args(argv)
@@ -39,12 +40,6 @@ def apply_train_args(cfg, args):
         else:
             wrapper.type = 'AmpOptimWrapper'
             wrapper.setdefault('loss_scale', 'dynamic')
-    if args.auto_scale_lr:
-        scale = cfg.get('auto_scale_lr')
-        if not scale or 'base_batch_size' not in scale:
-            raise SystemExit('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` '
-                             'in the config (the batch size its lr was set for).')
-        scale.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
@@ -61,6 +56,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
     apply_train_args(cfg, args)
+    apply_batch_scaling(cfg, auto_scale=args.auto_scale_lr)  # lr set for another total batch
     check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
     setup_distributed(cfg)
     build_runner(cfg).train()

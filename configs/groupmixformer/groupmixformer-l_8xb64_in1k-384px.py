@@ -3,9 +3,7 @@
 _base_ = './groupmixformer-s_8xb64_in1k-384px.py'
 
 model = dict(
-    backbone=dict(
-        arch='l',
-        drop_path_rate=0.5,
-        init_cfg=dict(checkpoint='checkpoints/groupmixformer-l_in1k.pth')),
+    backbone=dict(arch='l', drop_path_rate=0.5),
     neck=dict(in_channels=480),
     head=dict(in_channels=480))
+load_from = 'checkpoints/groupmixformer-l_in1k.pth'

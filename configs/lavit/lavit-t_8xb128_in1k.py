@@ -1,8 +1,8 @@
 # LaViT-T on ImageNet-1k from scratch (PVTv2 protocol, spec lavit.md section 4): 300 epochs,
 # AdamW lr 1e-3 for a global batch of 1024 (8 GPUs x 128; `--auto-scale-lr` rescales it),
 # wd 0.05, 5 warm-up epochs then cosine, RandAugment, Mixup 0.8 / CutMix 1.0, RandomErasing 0.25,
-# label smoothing 0.1. The diagonality-preserving loss (weight 1.0) is added to the loss dict as
-# `loss_diag` by AuxLossImageClassifier.
+# label smoothing 0.1, repeated augmentation. The diagonality-preserving loss (weight 1.0) is
+# added to the loss dict as `loss_diag` by AuxLossImageClassifier.
 _base_ = [
     '../_base_/datasets/imagenet_bs128_randaug_224.py',
     '../_base_/schedules/imagenet_adamw_300e.py',
@@ -26,3 +26,7 @@ model = dict(
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)),
 )
+
+# DeiT's repeated augmentation (3 augmented copies of each sampled image), on by default in the
+# PVT classification code
+train_dataloader = dict(sampler=dict(type='RepeatAugSampler', shuffle=True))

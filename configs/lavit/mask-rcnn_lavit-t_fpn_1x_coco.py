@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN with a LaViT-T backbone, COCO 1x (12 epochs, 1333x800 single scale),
-# AdamW lr 1e-4 / wd 1e-4 (PVT protocol), batch 16 (8 GPUs x 2).
+# AdamW lr 2e-4 / wd 1e-4 on every parameter (PVTv2 protocol), batch 16 (8 GPUs x 2).
 # Backbone from the ImageNet-1k classifier (checkpoints/lavit-t_in1k.pth, see README.md).
 _base_ = [
     '../_base_/models/mask-rcnn_fpn.py',
@@ -25,4 +25,8 @@ model = dict(
             prefix='backbone.')),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
-optim_wrapper = dict(optimizer=dict(lr=1e-4, weight_decay=1e-4))
+# the PVTv2 1x optimizer: no paramwise rules (norms decayed too)
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=1e-4))

@@ -1,5 +1,6 @@
 # Mask R-CNN + FPN with a LaViT-T backbone, COCO 3x with multi-scale training
-# (36 epochs), AdamW lr 1e-4 / wd 1e-4 (PVT protocol), batch 16 (8 GPUs x 2).
+# (36 epochs), AdamW lr 1e-4 / wd 0.05, no decay on norms (PVTv2 protocol; the base schedule),
+# batch 16 (8 GPUs x 2).
 # Backbone from the ImageNet-1k classifier (checkpoints/lavit-t_in1k.pth, see README.md).
 _base_ = [
     '../_base_/models/mask-rcnn_fpn.py',
@@ -24,5 +25,3 @@ model = dict(
             checkpoint='checkpoints/lavit-t_in1k.pth',
             prefix='backbone.')),
     neck=dict(in_channels=[64, 128, 320, 512]))
-
-optim_wrapper = dict(optimizer=dict(lr=1e-4, weight_decay=1e-4))

@@ -1,6 +1,7 @@
 # Pale-T on ImageNet-1k from scratch (spec pale.md section 5): 300 epochs, AdamW lr 1e-3 for a
 # global batch of 1024 (8 GPUs x 128; `--auto-scale-lr` rescales it), wd 0.05, 20 warm-up
-# epochs then cosine, RandAugment, Mixup 0.8 / CutMix 1.0, RandomErasing 0.25, label smoothing.
+# epochs then cosine, RandAugment, Mixup 0.8 / CutMix 1.0, RandomErasing 0.25, label smoothing,
+# gradient-norm clipping at 5.0 (the Swin code's TRAIN.CLIP_GRAD).
 _base_ = [
     '../_base_/datasets/imagenet_bs128_randaug_224.py',
     '../_base_/schedules/imagenet_adamw_300e.py',
@@ -27,6 +28,8 @@ model = dict(
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)),
 )
+
+optim_wrapper = dict(clip_grad=dict(max_norm=5.0))
 
 # 20 linear warm-up epochs (instead of the base schedule's 5), then cosine to 1e-5
 param_scheduler = [

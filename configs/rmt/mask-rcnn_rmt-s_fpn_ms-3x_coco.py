@@ -21,6 +21,9 @@ model = dict(
         out_norm_cfg=dict(type='LN', eps=1e-5),
         norm_eval=False,
         out_indices=(0, 1, 2, 3),
+        # the classifier's non-EMA weights, as in the official det/seg runs: convert official
+        # files with `rmt_to_mmvit.py --entry model`, take ours (EMA in `state_dict`) with
+        # `select_ema_weights.py --weights source` (tools/model_converters/)
         init_cfg=dict(
             type='Pretrained',
             checkpoint='checkpoints/rmt-s_in1k.pth',

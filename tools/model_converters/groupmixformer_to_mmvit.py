@@ -5,6 +5,9 @@ become mmpretrain ImageClassifier checkpoints, backbone-only ones ``backbone.*``
 Strict: unknown keys stop the conversion with the full list. See
 :mod:`mmvit_ext.converters.groupmixformer`.
 
+The official training keeps no EMA, so a released file holds one set of weights, the one
+every config here starts from.
+
 Usage::
 
     python tools/model_converters/groupmixformer_to_mmvit.py SRC DST [--arch m|t|s|b|l]

@@ -5,6 +5,10 @@ mmpretrain ImageClassifier checkpoints; official mmdet/mmseg checkpoints keep th
 heads with the backbone keys renamed. Strict: unknown keys stop the conversion with the full
 list. See :mod:`mmvit_ext.converters.rmt`.
 
+Which entry: the downstream configs (``checkpoints/rmt-<v>_in1k.pth``) start from the non-EMA
+``model`` weights, as the official det/seg code did; ``model_ema`` is the classifier that the
+README accuracies of S/B/L were measured with (write it to another file name for testing).
+
 Usage::
 
     python tools/model_converters/rmt_to_mmvit.py SRC DST [--entry auto|model|model_ema]

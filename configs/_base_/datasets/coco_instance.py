@@ -6,7 +6,10 @@ backend_args = None
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    # poly2mask=False (mmdet 3.x default): polygons stay polygons until the mask head needs them
+    # poly2mask=False (mmdet's default is True, a full-image bitmap per object): the polygons
+    # are transformed as coordinates and each mask target is rasterised directly at the mask
+    # head's 28x28 RoI size, which saves the decoding and resizing of full-size bitmaps (data
+    # loading time and memory); COCO's crowd (RLE) objects are ignored in training either way
     dict(
         type='LoadAnnotations', with_bbox=True, with_mask=True,
         poly2mask=False),
