@@ -157,8 +157,13 @@ def max_abs_diff(out_a, out_b):
 
 
 # -- running --------------------------------------------------------------------------------
+def _autocast(device, amp):
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == 'cuda'
+                          else torch.bfloat16, enabled=amp)
+
+
 class Runner:
-    """Runs one model on a device under no_grad (and autocast with --amp)."""
+    """Runs one model on a device under no_grad (and autocast with --amp) on a given input."""
 
     def __init__(self, name, module, device, amp):
         self.name = name
@@ -168,10 +173,12 @@ class Runner:
         self.params = sum(p.numel() for p in module.parameters())
 
     def __call__(self, x):
-        with torch.no_grad(), torch.autocast(
-                self.device.type, dtype=torch.float16 if self.device.type == 'cuda'
-                else torch.bfloat16, enabled=self.amp):
+        with torch.no_grad(), _autocast(self.device, self.amp):
             return self.module(x)
+
+    def images(self, x):
+        """Images processed by one call on ``x``."""
+        return x.shape[0]
 
     def timed(self, x):
         sync = torch.cuda.synchronize if self.device.type == 'cuda' else (lambda: None)
@@ -182,20 +189,59 @@ class Runner:
         return time.perf_counter() - start
 
 
+class WholeModelRunner(Runner):
+    """A whole mmdet / mmseg model on its own batch of real images: ``test_step`` runs the data
+    preprocessor, the model and the post-processing, as the toolboxes' test loops do."""
+
+    def __init__(self, name, module, device, amp, data):
+        super().__init__(name, module, device, amp)
+        self.data = data
+
+    def __call__(self, x=None):
+        with torch.no_grad(), _autocast(self.device, self.amp):
+            return self.module.test_step(self.data)
+
+    def images(self, x=None):
+        return len(self.data['inputs'])
+
+
+class TrainRunner(Runner):
+    """Full training steps: ``model.train_step`` (data preprocessor, forward, losses, and
+    ``optim_wrapper.update_params``: backward, clipping, optimizer step; AMP inside the wrapper's
+    ``optim_context``) on batches from the config's train dataloader, in turn."""
+
+    def __init__(self, name, module, device, optim_wrapper, batches):
+        self.name = name
+        self.module = module.to(device).train()
+        self.device = device
+        self.params = sum(p.numel() for p in module.parameters())
+        self.optim_wrapper = optim_wrapper
+        self.batches = batches
+        self.step = 0
+
+    def __call__(self, x=None):
+        data = self.batches[self.step % len(self.batches)]
+        self.step += 1
+        return self.module.train_step(data, self.optim_wrapper)
+
+    def images(self, x=None):
+        return len(self.batches[self.step % len(self.batches)]['inputs'])
+
+
 def _is_oom(err):
     return isinstance(err, torch.OutOfMemoryError) or 'out of memory' in str(err)
 
 
-def benchmark(runners, sizes, batch, repeat, warmup, device, memory, check_against=None):
-    """Return ``{size: {runner name: dict(ms, ips, peak_mb) or None (OOM)}}`` and
-    ``{size: max abs diff}`` of the first runner's output vs ``check_against``'s."""
+def benchmark_cases(runners, cases, repeat, warmup, device, memory, check_against=None):
+    """Time ``runners`` interleaved on each ``(label, input)`` of ``cases`` (input None: each
+    runner's own data). Return ``{label: {runner name: dict(ms, ips, peak_mb) or None (OOM)}}``
+    and ``{label: max abs diff}`` of the first runner's output vs ``check_against``'s."""
     results, diffs = {}, {}
-    for size in sizes:
-        torch.manual_seed(size)
-        x = torch.randn(batch, 3, size, size, device=device)
+    for label, x in cases:
         alive = list(runners)
-        outputs, peaks = {}, {}
-        for runner in list(alive):  # first call at this size: one-time set-up, outputs
+        outputs, peaks, images = {}, {}, {}
+        for runner in list(alive):  # first call: one-time set-up (optimizer state), outputs
+            images[runner.name] = runner.images(x)
             try:
                 outputs[runner.name] = runner(x)
             except RuntimeError as err:
@@ -206,7 +252,7 @@ def benchmark(runners, sizes, batch, repeat, warmup, device, memory, check_again
                     torch.cuda.empty_cache()
         first = runners[0].name
         if check_against in outputs and first in outputs:
-            diffs[size] = max_abs_diff(outputs[first], outputs[check_against])
+            diffs[label] = max_abs_diff(outputs[first], outputs[check_against])
         del outputs
         for runner in alive:
             peaks[runner.name] = memory.measure(lambda: runner(x))[1]
@@ -217,17 +263,70 @@ def benchmark(runners, sizes, batch, repeat, warmup, device, memory, check_again
         for _ in range(repeat):
             for runner in alive:
                 times[runner.name].append(runner.timed(x))
-        results[size] = {}
+        results[label] = {}
         for runner in runners:
             if runner.name not in times:
-                results[size][runner.name] = None
+                results[label][runner.name] = None
                 continue
             seconds = statistics.median(times[runner.name])
             peak = peaks[runner.name]
-            results[size][runner.name] = dict(
-                ms=seconds * 1e3, ips=batch / seconds,
+            results[label][runner.name] = dict(
+                ms=seconds * 1e3, ips=images[runner.name] / seconds,
                 peak_mb=None if peak is None else peak / 2**20)
     return results, diffs
+
+
+def benchmark(runners, sizes, batch, repeat, warmup, device, memory, check_against=None):
+    """:func:`benchmark_cases` on random ``(batch, 3, s, s)`` inputs, one per size ``s``."""
+    cases = []
+    for size in sizes:
+        torch.manual_seed(size)
+        cases.append((size, torch.randn(batch, 3, size, size, device=device)))
+    return benchmark_cases(runners, cases, repeat, warmup, device, memory, check_against)
+
+
+# -- whole models and training steps ----------------------------------------------------------
+def _first_batches(cfg, loader_name, batch, count):
+    """``count`` batches from the config's dataloader (real images through its pipeline)."""
+    from mmengine.runner import Runner as MMRunner
+
+    from mmvit_ext.utils.cli import check_data
+    check_data(cfg, [loader_name])
+    loader_cfg = copy.deepcopy(cfg[loader_name])
+    if batch:
+        loader_cfg.batch_size = batch
+    loader_cfg.num_workers = 0
+    loader_cfg.persistent_workers = False
+    loader = MMRunner.build_dataloader(loader_cfg, seed=0)
+    batches = []
+    for data in loader:
+        batches.append(data)
+        if len(batches) == count:
+            break
+    if not batches:
+        sys.exit(f'{loader_name} of the config yields no data.')
+    # img/s counts the images of the first batch; a short last batch would skew it
+    return [data for data in batches if len(data['inputs']) == len(batches[0]['inputs'])]
+
+
+def input_label(data):
+    shapes = {tuple(img.shape[-2:]) for img in data['inputs']}
+    return ','.join(f'{h}x{w}' for h, w in sorted(shapes))
+
+
+def build_train_runner(name, cfg, device, batch, amp, steps):
+    from mmengine.optim import build_optim_wrapper
+    if amp:
+        if device.type != 'cuda':
+            sys.exit('--train --amp: mmengine\'s AmpOptimWrapper runs on CUDA only; drop --amp '
+                     'or use --device cuda.')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    torch.manual_seed(0)
+    model = get_flops.build_model(cfg, for_training=True).to(device)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    batches = _first_batches(cfg, 'train_dataloader', batch, steps)
+    return TrainRunner(name, model, device, optim_wrapper, batches)
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -238,8 +337,9 @@ def _cell(res):
     return f'{res["ms"]:9.2f} {res["ips"]:8.2f} {peak:>8}'
 
 
-def format_report(names, sizes, results, diffs):
-    header = f'{"size":>5} | ' + ' | '.join(
+def format_report(names, sizes, results, diffs, key_name='size'):
+    width = max([5] + [len(str(size)) for size in sizes])
+    header = f'{key_name:>{width}} | ' + ' | '.join(
         f'{name + " ms":>9} {"img/s":>8} {"peakMB":>8}' for name in names)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     header += ''.join(f' | {a + " vs " + b:>16}' for a, b in pairs)
@@ -247,7 +347,7 @@ def format_report(names, sizes, results, diffs):
         header += f' | {"maxdiff":>9}'  # model vs oracle, max abs difference of the outputs
     lines = [header, '-' * len(header)]
     for size in sizes:
-        row = f'{size:>5} | ' + ' | '.join(_cell(results[size][n]) for n in names)
+        row = f'{size:>{width}} | ' + ' | '.join(_cell(results[size][n]) for n in names)
         for a, b in pairs:
             ours, theirs = results[size][a], results[size][b]
             ratio = f'{ours["ips"] / theirs["ips"]:.2f}x' if ours and theirs else '-'
@@ -277,33 +377,47 @@ def format_report(names, sizes, results, diffs):
 def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
-        description='Latency / throughput / peak memory of a config\'s model vs its oracle or '
-        'a baseline.')
+        description='Latency / throughput / peak memory of a config\'s model (inference or '
+        'training steps) vs its oracle or a baseline.')
     parser.add_argument('config')
-    parser.add_argument('--sizes', type=int, nargs='+', default=[224])
-    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224],
+                        help='input sizes of the random-input modes (classifiers, '
+                             '--backbone-only)')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='images per call (default: 8 on random inputs, else the batch '
+                             'size of the config\'s test / train dataloader)')
     parser.add_argument('--repeat', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
-                        help='autocast (float16 on CUDA, bfloat16 on CPU)')
+                        help='autocast (float16 on CUDA, bfloat16 on CPU); with --train the '
+                             'config\'s optim wrapper becomes an AmpOptimWrapper (CUDA)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--backbone-only', action='store_true',
-                        help='classification configs: time the backbone, not the classifier')
+                        help='time the backbone alone on random inputs of --sizes')
+    parser.add_argument('--train', action='store_true',
+                        help='time full training steps through the config\'s optim wrapper')
     parser.add_argument('--oracle', action='store_true',
                         help='compare with mmvit_ext.oracles.oracle_for(model)')
     parser.add_argument('--fuse', choices=['auto', 'on', 'off'], default='auto',
                         help='time the model through mmvit_ext.fuse_for_cpu_inference, beside '
                              'the plain one (auto: on CPU fp32 where the model has fusable '
-                             'blocks)')
+                             'blocks; never with --train)')
+    parser.add_argument('--baseline-config',
+                        help='a second config to compare with (gets --cfg-options too)')
     parser.add_argument('--baseline-cfg-options', nargs='+', action=DictAction,
-                        help='overrides that turn the config into the baseline model')
+                        help='overrides that turn the config (or --baseline-config) into the '
+                             'baseline model')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every compared model')
+    parser.add_argument('--out', help='also write the figures to this JSON file')
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.batch < 1 or args.warmup < 0:
+    if args.repeat < 1 or (args.batch is not None and args.batch < 1) or args.warmup < 0:
         parser.error('--repeat and --batch must be >= 1, --warmup >= 0')
+    if args.train and (args.oracle or args.fuse == 'on' or args.backbone_only):
+        parser.error('--train times whole training steps of the plain model: --oracle, '
+                     '--fuse on and --backbone-only do not apply (fused copies cannot train)')
     return args
 
 
@@ -316,45 +430,100 @@ def main(argv=None):
     device = torch.device(args.device)
 
     cfg = get_flops.load_config(args.config, args.cfg_options)
-    module, kind = build_benchmarked_module(cfg, args.backbone_only)
-    runners = [Runner('model', module, device, args.amp)]
+    baseline_cfg = None
+    if args.baseline_config or args.baseline_cfg_options:
+        baseline_cfg = get_flops.load_config(args.baseline_config or args.config,
+                                             args.cfg_options)
+        baseline_cfg.merge_from_dict(args.baseline_cfg_options or {})
+    whole = cfg.default_scope in ('mmdet', 'mmseg') and not args.backbone_only
+    mode = 'train' if args.train else 'whole' if whole else 'tensor'
+    if mode == 'whole' and args.oracle:
+        sys.exit('--oracle compares backbones on random inputs: add --backbone-only.')
+    steps = args.warmup + args.repeat + 2
+
     from mmvit_ext.models.fused import can_fuse, fuse_for_cpu_inference
-    fuse = args.fuse == 'on' or (args.fuse == 'auto' and device.type == 'cpu' and not args.amp
-                                 and can_fuse(module))
-    if fuse:
-        runners.append(Runner('plain', copy.deepcopy(module), device, args.amp))
-    if args.oracle:
-        runners.append(Runner('oracle', build_oracle(module), device, args.amp))
-    if fuse:
-        fuse_for_cpu_inference(runners[0].module)
-    if args.baseline_cfg_options:
-        baseline_cfg = get_flops.load_config(args.config, args.cfg_options)
-        baseline_cfg.merge_from_dict(args.baseline_cfg_options)
-        baseline, _ = build_benchmarked_module(baseline_cfg, args.backbone_only)
-        runners.append(Runner('baseline', baseline, device, args.amp))
+    if mode == 'train':
+        module, kind = None, 'training step'
+        runners = [build_train_runner('model', cfg, device, args.batch, args.amp, steps)]
+        if baseline_cfg is not None:
+            runners.append(build_train_runner('baseline', baseline_cfg, device, args.batch,
+                                              args.amp, steps))
+        module = runners[0].module
+        fuse = False
+    else:
+        if mode == 'whole':
+            torch.manual_seed(0)
+            module, kind = get_flops.build_model(cfg), 'whole model'
+            data = _first_batches(cfg, 'test_dataloader', args.batch, 1)[0]
+            make = lambda name, m, d=data: WholeModelRunner(name, m, device, args.amp, d)  # noqa
+        else:
+            module, kind = build_benchmarked_module(cfg, args.backbone_only)
+            make = lambda name, m: Runner(name, m, device, args.amp)  # noqa
+        runners = [make('model', module)]
+        fuse = args.fuse == 'on' or (args.fuse == 'auto' and device.type == 'cpu'
+                                     and not args.amp and can_fuse(module))
+        if fuse:
+            runners.append(make('plain', copy.deepcopy(module)))
+        if args.oracle:
+            runners.append(Runner('oracle', build_oracle(module), device, args.amp))
+        if fuse:
+            fuse_for_cpu_inference(runners[0].module)
+        if baseline_cfg is not None:
+            if mode == 'whole':
+                torch.manual_seed(0)
+                baseline = get_flops.build_model(baseline_cfg)
+                baseline_data = _first_batches(baseline_cfg, 'test_dataloader', args.batch,
+                                               1)[0]
+                runners.append(WholeModelRunner('baseline', baseline, device, args.amp,
+                                                baseline_data))
+            else:
+                baseline, _ = build_benchmarked_module(baseline_cfg, args.backbone_only)
+                runners.append(make('baseline', baseline))
 
     memory = CudaPeakMemory() if device.type == 'cuda' else CpuPeakMemory()
     print(f'Config: {args.config}')
+    batch = args.batch or (runners[0].images() if mode != 'tensor' else 8)
     print(f'Benchmarked: {kind} {type(getattr(module, "backbone", module)).__name__}; '
           f'device {args.device}' + (f' ({torch.cuda.get_device_name()})'
                                      if device.type == 'cuda' else
                                      f', {torch.get_num_threads()} threads') +
-          f'; batch {args.batch}; {"amp" if args.amp else "fp32"}; median of {args.repeat} '
+          f'; batch {batch}; {"amp" if args.amp else "fp32"}; median of {args.repeat} '
           f'runs after {args.warmup} warm-up')
     for runner in runners:
         print(f'  {runner.name}: {type(runner.module).__name__}, '
               f'{runner.params / 1e6:.2f} M params')
+    if args.baseline_config:
+        print(f'  baseline config: {args.baseline_config}')
     if args.baseline_cfg_options:
         print(f'  baseline overrides: {dict(args.baseline_cfg_options)}')
-    print('peakMB: peak memory of one forward above the memory held before it ('
+    what = {'train': 'one training step (forward, backward, optimizer step)',
+            'whole': 'one test_step (data preprocessor, model, post-processing)',
+            'tensor': 'one forward'}[mode]
+    print(f'peakMB: peak memory of {what} above the memory held before it ('
           + ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
              memory.reason or 'peak RSS via VmHWM') + ')')
-    results, diffs = benchmark(runners, args.sizes, args.batch, args.repeat, args.warmup,
-                               device, memory, check_against='oracle' if args.oracle else None)
+    if mode == 'tensor':
+        labels = args.sizes
+        results, diffs = benchmark(runners, args.sizes, batch, args.repeat, args.warmup,
+                                   device, memory,
+                                   check_against='oracle' if args.oracle else None)
+    else:
+        # whole models: the images of the config's test pipeline, at its test scale
+        labels = [input_label(runners[0].data if mode == 'whole' else runners[0].batches[0])]
+        results, diffs = benchmark_cases(runners, [(labels[0], None)], args.repeat,
+                                         args.warmup, device, memory)
     if fuse:
         print('model: fused with mmvit_ext.fuse_for_cpu_inference; plain: the same weights '
               'unfused')
-    print(format_report([r.name for r in runners], args.sizes, results, diffs))
+    print(format_report([r.name for r in runners], labels, results, diffs,
+                        key_name='size' if mode == 'tensor' else 'input'))
+    if args.out:
+        import json
+        with open(args.out, 'w') as f:
+            json.dump(dict(config=osp.abspath(args.config), mode=mode, device=args.device,
+                           batch=batch, amp=args.amp,
+                           results={str(k): v for k, v in results.items()},
+                           diffs={str(k): v for k, v in diffs.items()}), f, indent=1)
 
 
 if __name__ == '__main__':

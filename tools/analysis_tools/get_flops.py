@@ -161,8 +161,9 @@ def _clear_pretrained(model_cfg):
             _clear_pretrained(value)
 
 
-def build_model(cfg):
-    """Build ``cfg.model`` in its toolbox with no checkpoint, SyncBN reverted, in eval mode."""
+def build_model(cfg, for_training=False):
+    """Build ``cfg.model`` in its toolbox with no checkpoint, SyncBN reverted, in eval mode
+    (``for_training``: in train mode, with mmseg's auxiliary head)."""
     import importlib
 
     from mmengine.model import revert_sync_batchnorm
@@ -179,6 +180,8 @@ def build_model(cfg):
         model_cfg.backbone.init_cfg = None
     model = registry.build(model_cfg)
     model = revert_sync_batchnorm(model)
+    if for_training:
+        return model.train()
     if scope == 'mmseg' and getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None  # training-only, as in mmseg's own get_flops
     model.eval()
