@@ -1,11 +1,19 @@
+import glob
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
 import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+TEST = osp.join(REPO, 'tools', 'test.py')
+DEMO = osp.join(REPO, 'configs', 'demo')
+CLS_CFG = osp.join(DEMO, 'rmt-nano_1xb32_demo-cls.py')
+DET_CFG = osp.join(DEMO, 'mask-rcnn_rmt-nano_fpn_demo-coco.py')
+SEG_CFG = osp.join(DEMO, 'fpn_rmt-nano_1xb8_demo-ade.py')
 
 
 def run_tool(args, cwd, timeout=1200, env=None):
@@ -23,6 +31,59 @@ def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
     generate_demo_datasets(str(root / 'data' / 'demo'))
     return root
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def latest_checkpoint(work):
+    ckpts = glob.glob(osp.join(work, '*_*.pth'))
+    assert ckpts, f'no checkpoint in {work}'
+    return max((p for p in ckpts if not osp.basename(p).startswith('best')),
+               key=lambda p: int(re.findall(r'\d+', osp.basename(p))[0]))
+
+
+def demo_work_dir(demo_root, config):
+    """``work_dirs/<config name>`` under the demo root, where tools/train.py puts it by default
+    (and where tools/analysis_tools/gather_results.py looks)."""
+    return str(demo_root / 'work_dirs' / osp.splitext(osp.basename(config))[0])
+
+
+# The demo trainings, shared by the end-to-end tests and the results-gathering test.
+@pytest.fixture(scope='session')
+def trained_classifier(demo_root):
+    """Train the demo classifier in two runs: 2 epochs, then resume to the end of its schedule.
+    Returns the work dir and the output of the resumed run."""
+    work = demo_work_dir(demo_root, CLS_CFG)
+    out = check(run_tool([TRAIN, CLS_CFG, '--work-dir', work,
+                          '--cfg-options', 'train_cfg.max_epochs=2'], demo_root))
+    assert osp.isfile(osp.join(work, 'epoch_2.pth')), out[-2000:]
+    resumed = check(run_tool([TRAIN, CLS_CFG, '--work-dir', work, '--resume'], demo_root))
+    return work, resumed
+
+
+@pytest.fixture(scope='session')
+def trained_detector(trained_classifier, demo_root):
+    """The demo Mask R-CNN, its backbone started from the demo classifier as in the real
+    recipes. Returns the work dir and the training output."""
+    cls_ckpt = latest_checkpoint(trained_classifier[0])
+    work = demo_work_dir(demo_root, DET_CFG)
+    out = check(run_tool([TRAIN, DET_CFG, '--work-dir', work, '--cfg-options',
+                          'model.backbone.init_cfg.type=Pretrained',
+                          f'model.backbone.init_cfg.checkpoint={cls_ckpt}',
+                          'model.backbone.init_cfg.prefix=backbone.'], demo_root))
+    return work, out
+
+
+@pytest.fixture(scope='session')
+def trained_segmentor(demo_root):
+    """The demo Semantic FPN, trained from scratch for half its schedule. Returns the work dir."""
+    work = demo_work_dir(demo_root, SEG_CFG)
+    check(run_tool([TRAIN, SEG_CFG, '--work-dir', work, '--cfg-options',
+                    'train_cfg.max_iters=200', 'train_cfg.val_interval=200'], demo_root))
+    return work
 
 
 @pytest.fixture(autouse=True)

@@ -7,14 +7,8 @@ import re
 import pytest
 import torch
 
-from .conftest import REPO, run_tool
-
-TRAIN = osp.join(REPO, 'tools', 'train.py')
-TEST = osp.join(REPO, 'tools', 'test.py')
-DEMO = osp.join(REPO, 'configs', 'demo')
-CLS_CFG = osp.join(DEMO, 'rmt-nano_1xb32_demo-cls.py')
-DET_CFG = osp.join(DEMO, 'mask-rcnn_rmt-nano_fpn_demo-coco.py')
-SEG_CFG = osp.join(DEMO, 'fpn_rmt-nano_1xb8_demo-ade.py')
+from .conftest import CLS_CFG, DET_CFG, REPO, SEG_CFG, TEST, TRAIN, check, \
+    latest_checkpoint, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -24,30 +18,6 @@ def last_metric(output, name):
     values = re.findall(rf'{re.escape(name)}: ([0-9.]+)', output)
     assert values, f'no "{name}" in the output:\n{output[-3000:]}'
     return float(values[-1])
-
-
-def check(proc):
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
-def latest_checkpoint(work):
-    ckpts = glob.glob(osp.join(work, '*_*.pth'))
-    assert ckpts, f'no checkpoint in {work}'
-    return max((p for p in ckpts if not osp.basename(p).startswith('best')),
-               key=lambda p: int(re.findall(r'\d+', osp.basename(p))[0]))
-
-
-@pytest.fixture(scope='module')
-def trained_classifier(demo_root):
-    """Train the demo classifier in two runs: 2 epochs, then resume to the end of its schedule.
-    Returns the work dir and the output of the resumed run."""
-    work = str(demo_root / 'work_cls')
-    out = check(run_tool([TRAIN, CLS_CFG, '--work-dir', work,
-                          '--cfg-options', 'train_cfg.max_epochs=2'], demo_root))
-    assert osp.isfile(osp.join(work, 'epoch_2.pth')), out[-2000:]
-    resumed = check(run_tool([TRAIN, CLS_CFG, '--work-dir', work, '--resume'], demo_root))
-    return work, resumed
 
 
 def test_classification_train_resume_test(trained_classifier, demo_root):
@@ -61,14 +31,9 @@ def test_classification_train_resume_test(trained_classifier, demo_root):
     assert osp.getsize(osp.join(work, 'preds.pkl')) > 0
 
 
-def test_detection_train_test_prints_coco_maps(trained_classifier, demo_root):
+def test_detection_train_test_prints_coco_maps(trained_detector, demo_root):
     # as in the real recipe, the backbone starts from the (demo) classification checkpoint
-    cls_ckpt = latest_checkpoint(trained_classifier[0])
-    work = str(demo_root / 'work_det')
-    out = check(run_tool([TRAIN, DET_CFG, '--work-dir', work, '--cfg-options',
-                          'model.backbone.init_cfg.type=Pretrained',
-                          f'model.backbone.init_cfg.checkpoint={cls_ckpt}',
-                          'model.backbone.init_cfg.prefix=backbone.'], demo_root))
+    work, out = trained_detector
     assert 'Loads checkpoint' in out
     out = check(run_tool([TEST, DET_CFG, latest_checkpoint(work), '--work-dir', work],
                          demo_root))
@@ -79,10 +44,8 @@ def test_detection_train_test_prints_coco_maps(trained_classifier, demo_root):
     assert bbox >= 0.04 and segm >= 0.03, (bbox, segm)
 
 
-def test_segmentation_train_test_beats_chance(demo_root):
-    work = str(demo_root / 'work_seg')
-    check(run_tool([TRAIN, SEG_CFG, '--work-dir', work, '--cfg-options',
-                    'train_cfg.max_iters=200', 'train_cfg.val_interval=200'], demo_root))
+def test_segmentation_train_test_beats_chance(trained_segmentor, demo_root):
+    work = trained_segmentor
     ckpt = latest_checkpoint(work)
     out = check(run_tool([TEST, SEG_CFG, ckpt, '--work-dir', work], demo_root))
     miou = last_metric(out, 'mIoU')

@@ -22,7 +22,7 @@ For every config:
   names the checkpoint (``load_from``) and tells single-scale from TTA runs. A config without
   checkpoint, or whose checkpoint has no test log yet, is a row that says so.
 
-Rows: COCO ``bbox`` / ``segm`` mAP (AP50/AP75/APs/APm/APl in ``details``), ADE20K mIoU
+Rows (those the config's evaluator logs): COCO ``bbox`` / ``segm`` mAP (AP50/AP75/APs/APm/APl in ``details``), ADE20K mIoU
 (mAcc/aAcc in ``details``; ``mIoU (ms+flip)`` from TTA runs), ImageNet top-1 / top-5. COCO
 mAPs are shown in percent (mmdet logs fractions) like the papers. ``paper`` is the value of the
 metafile.yml entry whose ``Config`` is the config; ``delta`` is ours - paper. ``params`` counts
@@ -263,8 +263,10 @@ def gather(configs, work_dir_root, run_tests=False, tta=False, nproc=1, speeds=N
                 row['details'] = (f'no test log of {osp.basename(checkpoint)} yet (gather with '
                                   f'--run-test{" --tta" if is_tta else ""})')
             elif key not in run['metrics']:
-                raise SystemExit(f'{run["log"]} has no "{key}" (it has '
-                                 f'{", ".join(run["metrics"])}); is it a test of {config}?')
+                if not any(k in run['metrics'] for _, k, *_ in METRICS[scope]):
+                    raise SystemExit(f'{run["log"]} has none of the {scope} metrics (it has '
+                                     f'{", ".join(run["metrics"])}); is it a test of {config}?')
+                continue  # not evaluated by this config (e.g. segm of a RetinaNet, top-5)
             else:
                 logged = {k: run['metrics'][k] for k in [key] + [k for _, k in detail_keys]
                           if k in run['metrics']}
@@ -279,11 +281,13 @@ def gather(configs, work_dir_root, run_tests=False, tta=False, nproc=1, speeds=N
     return rows
 
 
-def markdown(rows):
+def markdown(rows, link_dir=REPO):
+    """The table; model names link to their configs, relative to ``link_dir``."""
     lines = ['| ' + ' | '.join(COLUMNS) + ' |', '|' + '---|' * len(COLUMNS)]
     for row in rows:
-        cells = [f'[{row["model"]}]({osp.basename(row["config"])})' if c == 'model' else
-                 str(row[c]) for c in COLUMNS]
+        link = osp.relpath(osp.join(REPO, row['config']), link_dir)
+        cells = [f'[{row["model"]}]({link})' if c == 'model' else str(row[c])
+                 for c in COLUMNS]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -328,7 +332,8 @@ def main(argv=None):
     args = parse_args(argv)
     rows = gather(expand_configs(args.configs), args.work_dir_root, args.run_test, args.tta,
                   args.nproc, load_speeds(args.speed), args.cfg_options)
-    table = markdown(rows)
+    table = markdown(rows, osp.dirname(osp.abspath(args.update_readme))
+                     if args.update_readme else REPO)
     print(table)
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out + '.md', 'w') as f:
