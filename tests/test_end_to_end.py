@@ -1,6 +1,5 @@
 """Train, checkpoint, resume and evaluate every task through tools/train.py and tools/test.py
 on the generated demo data, and train on two CPU processes through torchrun."""
-import glob
 import os.path as osp
 import re
 

@@ -1,34 +1,49 @@
-"""Inference latency, throughput and peak memory of a config's model, side by side with its
-oracle (plain reference implementation) and/or a baseline built from the same config.
+"""Latency, throughput and peak memory of a config's model, in inference or in training
+steps, side by side with its oracle (plain reference implementation) and/or a baseline built
+from the same config with overrides or from a second config.
 
 Usage::
 
-    python tools/analysis_tools/benchmark.py CONFIG [--sizes 224 448 896] [--batch 8]
-        [--repeat 10] [--warmup 2] [--device cpu|cuda] [--amp] [--threads N]
-        [--backbone-only] [--oracle] [--baseline-cfg-options KEY=VALUE ...]
-        [--fuse auto|on|off] [--cfg-options KEY=VALUE ...]
+    python tools/analysis_tools/benchmark.py CONFIG [--train] [--backbone-only]
+        [--sizes 224 448 896] [--batch N] [--repeat 10] [--warmup 2] [--device cpu|cuda]
+        [--amp] [--threads N] [--oracle] [--fuse auto|on|off]
+        [--baseline-config CONFIG2] [--baseline-cfg-options KEY=VALUE ...]
+        [--cfg-options KEY=VALUE ...] [--out FILE.json]
 
-What is measured: mmpretrain configs run the whole classifier (``--backbone-only``: the
-backbone), mmdet/mmseg configs run the backbone; eval mode, no grad, random input
-``(batch, 3, s, s)`` per size ``s``. The compared models run interleaved (A, B, A, B, ...) so
-machine noise hits them alike.
+What is measured:
 
-* latency: median wall time of one forward of a batch over ``--repeat`` runs, after
-  ``--warmup`` runs (CUDA: synchronised);
-* throughput: ``batch / latency``;
-* peak memory: the most memory held during one forward above what was held right before it
-  (weights and the input excluded). CUDA: ``torch.cuda.max_memory_allocated`` after
+* mmdet / mmseg configs: the whole model, as mmdet's and mmseg's own benchmark tools do: one
+  batch of real images from the config's test dataloader (its pipeline, its test scale; default
+  batch: the dataloader's) through ``model.test_step`` (data preprocessor, backbone, neck,
+  heads, post-processing), eval mode, no grad;
+* mmpretrain configs: the whole classifier on random input ``(batch, 3, s, s)`` per size ``s``
+  of ``--sizes`` (default batch 8);
+* ``--backbone-only``: the backbone alone on those random inputs;
+* ``--train``: full training steps of any config, ``model.train_step`` on batches of its train
+  dataloader: data preprocessor, forward, losses and the config's optim wrapper's
+  ``update_params`` (backward, gradient clipping, optimizer step); ``--amp`` turns the wrapper
+  into mmengine's ``AmpOptimWrapper`` (CUDA). Weights start from the config's initialisation
+  without checkpoints; never fused.
+
+The compared models run interleaved (A, B, A, B, ...) so machine noise hits them alike.
+
+* latency: median wall time of one call (a forward, a test step or a training step) over
+  ``--repeat`` runs, after ``--warmup`` runs (CUDA: synchronised);
+* throughput: ``batch / latency`` (img/s);
+* peak memory: the most memory held during one call above what was held right before it
+  (weights, optimizer state and the input excluded). CUDA: ``torch.cuda.max_memory_allocated`` after
   ``reset_peak_memory_stats``. CPU: peak resident set size from ``VmHWM`` of
   ``/proc/self/status`` after resetting it through ``/proc/self/clear_refs``; while measuring,
   glibc is told (``mallopt``) to serve blocks over 64 KiB by ``mmap``, so freed tensors return
   to the OS and every forward is measured as in a fresh process;
 * ``--oracle``: the copy of the model from ``mmvit_ext.oracles.oracle_for`` (same weights);
-  the max abs difference of the outputs is printed per size;
+  the max abs difference of the outputs is printed per size (random-input modes);
 * ``--fuse``: the model runs through ``mmvit_ext.fuse_for_cpu_inference`` (``auto``, the
   default: on the CPU in fp32 where the model has fusable blocks, i.e. RMT and GroupMixFormer),
   and the unfused model is timed beside it as ``plain``;
-* ``--baseline-cfg-options``: a second model built from the config with these overrides applied
-  after ``--cfg-options`` (e.g. ``model.backbone.attn_type=global``);
+* ``--baseline-cfg-options``: a second model built from the config (or ``--baseline-config``)
+  with these overrides applied after ``--cfg-options`` (e.g. ``model.backbone.attn_type=global``);
+* ``--out``: the figures as JSON (read by gather_results.py and plot_results.py);
 * ``x vs N``: throughput ratio of every runner against each later one, from the same
   interleaved run;
 * scaling: latency at each size relative to the first size, divided by the pixel ratio

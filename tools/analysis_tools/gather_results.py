@@ -22,8 +22,9 @@ For every config:
   names the checkpoint (``load_from``) and tells single-scale from TTA runs. A config without
   checkpoint, or whose checkpoint has no test log yet, is a row that says so.
 
-Rows (those the config's evaluator logs): COCO ``bbox`` / ``segm`` mAP (AP50/AP75/APs/APm/APl in ``details``), ADE20K mIoU
-(mAcc/aAcc in ``details``; ``mIoU (ms+flip)`` from TTA runs), ImageNet top-1 / top-5. COCO
+Rows (those the config's evaluator logs): COCO ``bbox`` / ``segm`` mAP (AP50/AP75/APs/APm/APl
+in ``details``), ADE20K mIoU (mAcc/aAcc in ``details``; ``mIoU (ms+flip)`` from TTA runs),
+ImageNet top-1 / top-5. COCO
 mAPs are shown in percent (mmdet logs fractions) like the papers. ``paper`` is the value of the
 metafile.yml entry whose ``Config`` is the config; ``delta`` is ours - paper. ``params`` counts
 the built model; ``FLOPs`` is the metafile's; ``inference FPS`` and ``train img/s`` come from
