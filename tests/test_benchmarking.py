@@ -102,7 +102,7 @@ def test_gather_results_row_for_a_checkpoint_without_test_log(tmp_path):
     (run / 'vis_data' / 'config.py').write_text(
         f"load_from = {str(work / 'epoch_2.pth')!r}\nmodel = dict(type='ImageClassifier')\n")
     (run / '20260101_000000.json').write_text('{"accuracy/top1": 91.25}')
-    assert gather.find_checkpoint(str(work)) == str(work / 'epoch_8.pth')
+    assert gather.find_checkpoint(str(work)) == str(work / 'epoch_8.pth')  # tmp_path: absolute
     rows = gather.gather(gather.expand_configs([CLS_CFG]), str(tmp_path / 'work_dirs'))
     assert [(r['metric'], r['ours']) for r in rows] == [('top-1', '-'), ('top-5', '-')]
     assert all('no test log of epoch_8.pth' in r['details'] for r in rows)

@@ -138,7 +138,13 @@ def count_params(cfg):
 
 # -- checkpoints and test logs ----------------------------------------------------------------
 def find_checkpoint(work_dir):
-    """The newest ``best_*.pth``, else the latest checkpoint, else None."""
+    """The newest ``best_*.pth``, else the latest checkpoint, else None (absolute paths, so
+    that the test logs name it the same from any working directory)."""
+    path = _find_checkpoint(work_dir)
+    return None if path is None else osp.abspath(path)
+
+
+def _find_checkpoint(work_dir):
     best = glob.glob(osp.join(work_dir, 'best_*.pth'))
     if best:
         return max(best, key=osp.getmtime)
@@ -201,6 +207,11 @@ def _same_file(a, b):
 # -- rows -------------------------------------------------------------------------------------
 def _fmt(value, digits=1):
     return '-' if value is None else f'{value:.{digits}f}'
+
+
+def _percent(value, scale):
+    # COCO logs -1 for a size range without ground-truth objects
+    return 'n/a' if value < 0 else f'{value * scale:.1f}'
 
 
 def load_speeds(paths):
@@ -275,7 +286,7 @@ def gather(configs, work_dir_root, run_tests=False, tta=False, nproc=1, speeds=N
                 row.update(ours=_fmt(ours, 2 if scale == 1 else 1), logged=logged,
                            log=run['log'],
                            delta='-' if paper is None else f'{ours - paper:+.1f}',
-                           details=' / '.join(f'{label} {run["metrics"][k] * scale:.1f}'
+                           details=' / '.join(f'{label} {_percent(run["metrics"][k], scale)}'
                                               for label, k in detail_keys
                                               if k in run['metrics']))
             rows.append(row)
