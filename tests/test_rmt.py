@@ -65,7 +65,7 @@ def test_rel_pos_matches_oracle_and_is_cached():
         torch.testing.assert_close(rotation.imag, ref_sin)
         torch.testing.assert_close(rotation.real, ref_cos)
         torch.testing.assert_close(mask_w, ref_w[None])
-        torch.testing.assert_close(mask_h.view(W, 3, H, H), ref_h.expand(W, 3, H, H))
+        torch.testing.assert_close(mask_h, ref_h[None])  # (1, N, H, H), broadcast, not repeated
         _, mask = ours(H, W, False, like=x)
         torch.testing.assert_close(mask, ref(H, W, False)[1][None])
     # same size, device and dtype: the very same tensors; another size: rebuilt
