@@ -60,7 +60,8 @@ def main(argv=None):
         os.makedirs(vis_dir, exist_ok=True)
         results = inferencer(images, show=args.show, show_dir=vis_dir)
         for image, result in zip(images, results):
-            print(f'{image}: {result["pred_class"]} ({result["pred_score"]:.3f})')
+            label = result.get('pred_class', result['pred_label'])  # names if the model has them
+            print(f'{image}: {label} ({result["pred_score"]:.3f})')
     elif scope == 'mmdet':
         from mmdet.apis import DetInferencer
         inferencer = DetInferencer(args.config, weights=args.checkpoint, device=args.device)

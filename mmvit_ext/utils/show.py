@@ -43,15 +43,46 @@ def apply_show_args(cfg, args):
     elif scope == 'mmdet':
         # an absolute test_out_dir is used as it is (a relative one goes under work_dir/<time>)
         hook.update(draw=True, test_out_dir=show_dir, score_thr=args.score_thr)
+        if args.interval > 1:  # mmdet's hook ignores its interval at test time
+            hook.type = register_interval_det_hook()
     else:  # mmseg draws through the visualizer's backends, under <save_dir>/vis_data/
         hook.update(draw=True)
         if show_dir:
             cfg.visualizer.save_dir = show_dir
 
 
+def register_interval_det_hook():
+    """Register (once) and name mmdet's visualisation hook that honours ``interval`` in test."""
+    from mmdet.engine.hooks import DetVisualizationHook
+    from mmdet.registry import HOOKS
+    name = 'IntervalDetVisualizationHook'
+    if name in HOOKS.module_dict:
+        return name
+
+    @HOOKS.register_module(name=name)
+    class IntervalDetVisualizationHook(DetVisualizationHook):
+        """Draws test images number 0, interval, 2 * interval, ... only."""
+
+        def before_test(self, runner):
+            self._num_seen = 0
+
+        def after_test_iter(self, runner, batch_idx, data_batch, outputs):
+            first, self._num_seen = self._num_seen, self._num_seen + len(outputs)
+            chosen = [out for i, out in enumerate(outputs, first) if i % self.interval == 0]
+            if chosen:
+                super().after_test_iter(runner, batch_idx, data_batch, chosen)
+
+    return name
+
+
 def apply_tta(cfg, config_path):
     """Wrap the model for test-time augmentation (``--tta``)."""
     scope = cfg.default_scope
+    if scope == 'mmdet' and cfg.model.get('roi_head', {}).get('mask_head'):
+        raise SystemExit(f'{config_path}: mmdet\'s test-time augmentation (DetTTAModel) merges '
+                         f'boxes only and does not support instance segmentation (Mask R-CNN, '
+                         f'Cascade Mask R-CNN); test without --tta, or use a box-only config '
+                         f'(retinanet_*).')
     if 'tta_model' not in cfg:
         if scope == 'mmpretrain':
             cfg.tta_model = dict(type='mmpretrain.AverageClsScoreTTA')
