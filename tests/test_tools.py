@@ -91,3 +91,27 @@ def test_image_demo_missing_input(checkpoints, tmp_path):
     proc = run_tool([osp.join(REPO, 'tools', 'image_demo.py'), osp.join(REPO, DEMO['cls']),
                      checkpoints['cls'], str(tmp_path / 'nope.jpg')], cwd=tmp_path)
     assert proc.returncode != 0 and 'Input not found' in proc.stderr
+
+
+def test_get_flops_per_stage_rows_add_up_to_the_backbone():
+    import importlib.util
+
+    from mmvit_ext.models.backbones import RMT
+    spec = importlib.util.spec_from_file_location(
+        'get_flops_tool', osp.join(REPO, 'tools', 'analysis_tools', 'get_flops.py'))
+    get_flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(get_flops)
+    backbone = RMT(arch=dict(embed_dims=[16, 32, 32, 32], depths=[1, 2, 1, 1],
+                             num_heads=[1, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
+                             init_values=[2, 2, 2, 2], heads_ranges=[3, 3, 3, 3],
+                             decomposed=[True, True, False, False],
+                             layer_scales=[False] * 4)).eval()
+    inputs = (torch.randn(1, 3, 64, 64), )
+    rows = get_flops.per_stage_rows(backbone, inputs)
+    *parts, total = rows
+    assert total[0] == 'total' and total[2] == sum(p.numel() for p in backbone.parameters())
+    assert total[3] == get_flops.count_flops(backbone, inputs)[0] > 0
+    assert sum(r[2] for r in parts) == total[2] and sum(r[3] for r in parts) == total[3]
+    block_type = type(backbone.stages[1].blocks[0]).__name__
+    assert [r[1] for r in parts if r[0] == 'stages.1.blocks'] == [f'{block_type} x2']
+    assert 'backbone per stage' in get_flops.format_stage_table(rows)
