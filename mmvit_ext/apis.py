@@ -15,10 +15,11 @@ PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
 def index_root():
     """The folder holding ``model-index.yml`` and ``configs/``.
 
-    An installed package has them in its ``.mim`` folder (as the OpenMMLab toolboxes do); a
-    clone used through ``PYTHONPATH`` has them at the repository root.
+    In a clone (imported through ``PYTHONPATH`` or installed editable) that is the repository
+    root, whose files are the current ones; an installed package has them in its ``.mim``
+    folder (as the OpenMMLab toolboxes do).
     """
-    for root in (osp.join(PACKAGE_DIR, '.mim'), osp.dirname(PACKAGE_DIR)):
+    for root in (osp.dirname(PACKAGE_DIR), osp.join(PACKAGE_DIR, '.mim')):
         if osp.isfile(osp.join(root, 'model-index.yml')):
             return root
     raise FileNotFoundError(

@@ -1,6 +1,7 @@
 """Installation, packaging, the model index / openmim, and get_model."""
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -107,9 +108,15 @@ def test_short_name_is_the_same_model():
 
 def test_mim_search_finds_the_installed_package(tmp_path):
     """A real (non-editable) install ships configs, tools and the index in ``.mim``."""
-    target = tmp_path / 'site'
+    source, target = tmp_path / 'src', tmp_path / 'site'
+    source.mkdir()
+    for name in ('setup.py', 'setup.cfg', 'README.md', 'model-index.yml'):
+        shutil.copy(osp.join(REPO, name), source)
+    ignore = shutil.ignore_patterns('__pycache__', '.mim', '*.egg-info')
+    for name in ('mmvit_ext', 'configs', 'tools'):
+        shutil.copytree(osp.join(REPO, name), source / name, ignore=ignore)
     proc = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
-                           '--no-build-isolation', '--target', str(target), REPO],
+                           '--no-build-isolation', '--target', str(target), str(source)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     mim_dir = target / 'mmvit_ext' / '.mim'
@@ -117,6 +124,10 @@ def test_mim_search_finds_the_installed_package(tmp_path):
     assert (mim_dir / 'configs' / 'rmt' / 'rmt-s_in1k.py').is_file()
     assert (mim_dir / 'tools' / 'train.py').is_file()
     env = dict(os.environ, PYTHONPATH=str(target))
+    code = 'import mmvit_ext.apis as a; print(a.index_root())'
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == str(mim_dir), proc.stderr
     mim = [sys.executable, '-c', 'from mim.cli import cli; cli()']
     proc = subprocess.run(mim + ['search', 'mmvit_ext', '--field', 'config'],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
