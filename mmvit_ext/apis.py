@@ -105,6 +105,7 @@ def get_model(model, pretrained=False, device=None, **kwargs):
     scope = cfg.get('default_scope', 'mmpretrain')
     importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
     import mmvit_ext.models  # noqa: F401  registers this package's modules
+
     # the backbone's own init_cfg would look for an ImageNet checkpoint that need not exist
     # when the whole model is loaded below (or built from scratch)
     if cfg.model.get('backbone', {}).get('init_cfg'):

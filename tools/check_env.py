@@ -64,6 +64,7 @@ def missing_requirements():
                              f'Uninstall it, and this script builds mmcv with its ops.')
     return missing, conflicts
 
+
 CHECKS = []
 
 
