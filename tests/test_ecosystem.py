@@ -101,7 +101,7 @@ def test_short_name_is_the_same_model():
     alias = Config.fromfile(osp.join(REPO, 'configs/rmt/rmt-s_in1k.py'))
     full = Config.fromfile(osp.join(REPO, 'configs/rmt/rmt-s_8xb128_in1k.py'))
     assert alias.model == full.model
-    models = {m['Name'].split()[0]: m for _, meta in _metafiles() for m in meta['Models']}
+    models = {m['Name']: m for _, meta in _metafiles() for m in meta['Models']}
     for key in ('Metadata', 'Paper Results', 'In Collection'):
         assert models['rmt-s_in1k'][key] == models['rmt-s_8xb128_in1k'][key]
 

@@ -140,8 +140,7 @@ def main():
             failures.append(f'BROKEN: {name}: {type(exc).__name__}: {exc}')
     if failures:
         print('\n'.join(failures), file=sys.stderr)
-        print('The environment is incomplete; see README "Installation" '
-              '(and ../shared/specs/stack.md for known traps).', file=sys.stderr)
+        print('The environment is incomplete; see README "Installation".', file=sys.stderr)
         sys.exit(1)
     print(f'environment OK: torch {torch.__version__}, all {len(CHECKS)} checks passed')
 
