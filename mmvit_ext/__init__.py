@@ -15,7 +15,7 @@ from .registry import MODELS  # noqa: E402
 
 __all__ = ['__version__', 'MODELS']
 
-# The backbones, attention modules and model API at the top level (``from mmvit_ext import
+# The backbones, attention modules, the CPU-inference transform and model API at the top level (``from mmvit_ext import
 # RMT``), imported on first access so that ``import mmvit_ext`` (which mmengine does for every
 # ``type='mmvit_ext.X'``) stays light.
 _LAZY = {
@@ -25,6 +25,7 @@ _LAZY = {
         'GroupMixAttention', 'PaleShapedAttention', 'LessAttention', 'VanillaAttention',
         'ResidualAttentionDownsample', 'ConvPosEnc', 'ConvPatchEmbed'],
     'mmvit_ext.models.necks': ['NormPoolNeck'],
+    'mmvit_ext.models.fused': ['fuse_for_cpu_inference'],
     'mmvit_ext.apis': ['get_model', 'list_models', 'register_mmpretrain_models'],
 }
 _LAZY_ORIGIN = {name: module for module, names in _LAZY.items() for name in names}
