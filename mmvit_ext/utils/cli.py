@@ -6,7 +6,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-# default_scope -> (package, what the toolbox calls its runner entry, dump metric for --out)
+# default_scope -> what differs per toolbox: the metric that dumps predictions for --out
 TOOLBOXES = {
     'mmpretrain': dict(dump_metric='DumpResults'),
     'mmdet': dict(dump_metric='DumpDetResults'),
