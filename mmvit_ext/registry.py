@@ -4,6 +4,7 @@ Children of mmengine's root registries with scope ``mmvit_ext``: a config of any
 name ``type='mmvit_ext.<Name>'``; mmengine imports ``mmvit_ext.registry`` and then the
 ``locations`` on first use.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
@@ -39,3 +40,5 @@ MODELS = _ListingRegistry(
 OPTIM_WRAPPER_CONSTRUCTORS = _ListingRegistry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='mmvit_ext', locations=['mmvit_ext.engine'])
+HOOKS = _ListingRegistry(
+    'hook', parent=MMENGINE_HOOKS, scope='mmvit_ext', locations=['mmvit_ext.engine'])

@@ -1,10 +1,13 @@
 """Evaluate a checkpoint with a config of mmpretrain / mmdet / mmsegmentation.
 
     python tools/test.py CONFIG CHECKPOINT [--out FILE_OR_DIR] [--show-dir DIR] [--tta]
+        [--non-strict]
     torchrun --nproc_per_node=N tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
 ``--out``: classification and detection dump the raw predictions to a pickle file; segmentation
 writes the predicted label maps as PNGs into that directory (the upstream tools' meanings).
+CHECKPOINT is loaded safely and strictly: a file that does not fit the model, is damaged or
+wants to run code stops the tool with one message (``--non-strict`` loads only what fits).
 """
 import argparse
 import os.path as osp
@@ -12,6 +15,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmvit_ext.utils.checkpoint import add_checkpoint_args, apply_checkpoint_args, \
+    checkpoint_errors_exit  # noqa: E402
 from mmvit_ext.utils.cli import TOOLBOXES, add_common_args, build_runner, check_data, \
     load_config, setup_distributed  # noqa: E402
 
@@ -24,6 +29,7 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save images with drawn predictions here')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (needs tta_model and tta_pipeline)')
+    add_checkpoint_args(parser, training=False)
     return parser.parse_args(argv)
 
 
@@ -66,9 +72,11 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
     apply_test_args(cfg, args)
+    apply_checkpoint_args(cfg, args, training=False)
     check_data(cfg, ['test_dataloader'])
     setup_distributed(cfg)
-    metrics = build_runner(cfg).test()
+    with checkpoint_errors_exit():
+        metrics = build_runner(cfg).test()
     print('\n'.join(['Test metrics:'] + [f'  {k}: {v}' for k, v in metrics.items()]))
 
 

@@ -13,6 +13,7 @@ widths and depths, or ``--arch``). The only tensor change: the aggregator's four
 Usage::
 
     python tools/model_converters/groupmixformer_to_mmvit.py SRC DST [--arch m|t|s|b|l]
+        [--trust-checkpoint]
 """
 import argparse
 import re
@@ -108,9 +109,12 @@ def main(argv=None):
     parser.add_argument('src', help='official checkpoint ({"model": sd} or a bare state_dict)')
     parser.add_argument('dst', help='output mmengine checkpoint')
     parser.add_argument('--arch', default=None, help='m, t, s, b or l (default: inferred)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load SRC with weights_only=False: runs any code the file holds '
+                             '(prints the globals it imports first); only for trusted files')
     args = parser.parse_args(argv)
 
-    official = load_official_state_dict(args.src)
+    official = load_official_state_dict(args.src, trust=args.trust_checkpoint)
     arch = args.arch or infer_arch(official)
     converted = convert(official)
     if 'head.fc.weight' in converted:

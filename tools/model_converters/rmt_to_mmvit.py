@@ -19,7 +19,7 @@ recomputed for the arch, then dropped.
 Usage::
 
     python tools/model_converters/rmt_to_mmvit.py SRC DST [--entry auto|model|model_ema]
-        [--arch T|S|B|L]
+        [--arch T|S|B|L] [--trust-checkpoint]
 """
 import argparse
 import re
@@ -182,8 +182,11 @@ def main():
                         help='checkpoint entry: auto (state_dict, then model), model, model_ema')
     parser.add_argument('--arch', choices=['T', 'S', 'B', 'L', 't', 's', 'b', 'l'],
                         help='variant; inferred from the tensor shapes when omitted')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load SRC with weights_only=False: runs any code the file holds '
+                             '(prints the globals it imports first); only for trusted files')
     args = parser.parse_args()
-    state_dict = load_official_state_dict(args.src, args.entry)
+    state_dict = load_official_state_dict(args.src, args.entry, trust=args.trust_checkpoint)
     converted, arch, kind = convert(state_dict, args.arch)
     arch_name = next((n for n, a in RMT.arch_settings.items() if a == arch), 'custom')
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
