@@ -228,16 +228,21 @@ def test_damaged_checkpoint_one_line(damage, finished_run, demo_root, tmp_path):
 
 
 def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
-    from mmvit_ext.utils.checkpoint import (DamagedCheckpointError, load_checkpoint_file,
-                                            state_dict_sha256)
+    from mmvit_ext.utils.checkpoint import (DamagedCheckpointError, entry_sha256,
+                                            load_checkpoint_file)
     ckpt = load_checkpoint_file(osp.join(finished_run, 'epoch_1.pth'))
-    assert ckpt['meta']['state_dict_sha256'] == state_dict_sha256(ckpt['state_dict'])
+    assert set(ckpt['meta']['sha256']) == set(ckpt) - {'meta'}
+    assert ckpt['meta']['sha256']['state_dict'] == entry_sha256(ckpt['state_dict'])
     key = next(k for k, v in ckpt['state_dict'].items() if v.is_floating_point())
     ckpt['state_dict'][key].view(-1)[0] += 1  # one weight changed, meta kept
     torch.save(ckpt, tmp_path / 'changed.pth')
-    with pytest.raises(DamagedCheckpointError, match='do not match the SHA-256'):
+    with pytest.raises(DamagedCheckpointError, match='the SHA-256 of its state_dict differs'):
         load_checkpoint_file(tmp_path / 'changed.pth')
-    del ckpt['meta']['state_dict_sha256']  # a checkpoint without checksum loads as it is
+    del ckpt['optimizer']  # a checkpoint stripped of entries still verifies the others
+    with pytest.raises(DamagedCheckpointError, match='the SHA-256 of its state_dict differs'):
+        torch.save(ckpt, tmp_path / 'stripped.pth')
+        load_checkpoint_file(tmp_path / 'stripped.pth')
+    del ckpt['meta']['sha256']  # a checkpoint without checksum loads as it is
     torch.save(ckpt, tmp_path / 'unchecked.pth')
     assert key in load_checkpoint_file(tmp_path / 'unchecked.pth')['state_dict']
 
@@ -268,3 +273,33 @@ def test_finished_work_dir_not_overwritten(finished_run, demo_root, tmp_path):
     assert digest(work) == before
     ok(train(['--work-dir', work, '--overwrite'] + small(1), demo_root))
     assert digest(work)['epoch_1.pth'] != before['epoch_1.pth']
+
+
+# -- 5. input checks found by the same probes -------------------------------------------------
+FAMILIES = ['RMT', 'GroupMixFormer', 'PaleTransformer', 'LaViT']
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('rate', [1.0, -0.1])
+def test_drop_path_rate_outside_0_1_is_an_error(family, rate):
+    import mmvit_ext.models.backbones as backbones
+    with pytest.raises(ValueError, match=rf'{family}: drop_path_rate must be in \[0, 1\), '
+                                         rf'got {rate}'):
+        getattr(backbones, family)(drop_path_rate=rate)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_out_of_range_negative_out_index_is_reported_as_given(family):
+    import mmvit_ext.models.backbones as backbones
+    with pytest.raises(ValueError, match=r'out_indices \(-9,\) out of range'):
+        getattr(backbones, family)(out_indices=(-9, ))
+
+
+def test_malformed_annotation_json_names_the_file(demo_root, tmp_path):
+    broken = tmp_path / 'instances_train.json'
+    broken.write_text('{"images": [')
+    cfg = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_rmt-nano_fpn_demo-coco.py')
+    line = one_line_error(run_tool([TRAIN, cfg, '--work-dir', str(tmp_path / 'work'),
+                                    '--cfg-options', f'train_dataloader.dataset.ann_file={broken}'],
+                                   cwd=demo_root))
+    assert f'the annotation file {broken} is malformed JSON' in line, line

@@ -17,8 +17,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmvit_ext.utils.checkpoint import add_checkpoint_args, apply_checkpoint_args, \
     checkpoint_errors_exit  # noqa: E402
-from mmvit_ext.utils.cli import TOOLBOXES, add_common_args, build_runner, check_data, \
-    load_config, setup_distributed  # noqa: E402
+from mmvit_ext.utils.cli import TOOLBOXES, add_common_args, annotation_json_errors_named, \
+    build_runner, check_data, load_config, setup_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,7 +75,7 @@ def main(argv=None):
     apply_checkpoint_args(cfg, args, training=False)
     check_data(cfg, ['test_dataloader'])
     setup_distributed(cfg)
-    with checkpoint_errors_exit():
+    with checkpoint_errors_exit(), annotation_json_errors_named(cfg):
         metrics = build_runner(cfg).test()
     print('\n'.join(['Test metrics:'] + [f'  {k}: {v}' for k, v in metrics.items()]))
 

@@ -18,8 +18,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 
 from mmvit_ext.utils.checkpoint import add_checkpoint_args, apply_checkpoint_args, \
     checkpoint_errors_exit  # noqa: E402
-from mmvit_ext.utils.cli import add_common_args, build_runner, check_data, load_config, \
-    setup_distributed  # noqa: E402
+from mmvit_ext.utils.cli import add_common_args, annotation_json_errors_named, build_runner, \
+    check_data, load_config, setup_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -70,7 +70,7 @@ def main(argv=None):
     apply_checkpoint_args(cfg, args, training=True)
     check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
     setup_distributed(cfg)
-    with checkpoint_errors_exit():
+    with checkpoint_errors_exit(), annotation_json_errors_named(cfg):
         build_runner(cfg).train()
 
 

@@ -29,8 +29,8 @@ class SafeCheckpointHook(CheckpointHook):
       removed only after that. Temporary files of an interrupted save are removed (with a
       warning) when training starts again.
     * The saved ``message_hub`` holds plain lists instead of ``HistoryBuffer`` objects, and
-      ``meta['state_dict_sha256']`` the SHA-256 of the weights; both are undone / verified on
-      load.
+      ``meta['sha256']`` the SHA-256 of each entry (weights, optimizer ...); both are undone /
+      verified on load.
     * ``strict_load=True`` (default): ``load_from``, ``--resume`` and ``tools/test.py`` refuse a
       checkpoint whose keys or shapes do not fit the model, listing the first mismatches;
       ``False`` (``--non-strict``) loads the matching weights and warns.

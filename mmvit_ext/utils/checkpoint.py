@@ -8,8 +8,8 @@
   local paths (``CheckpointLoader.register_scheme``, mmengine's public extension point), so
   ``load_from``, ``--resume``, ``tools/test.py`` and ``init_cfg=dict(type='Pretrained')`` all
   load this way. ``mmvit_ext/__init__.py`` imports it.
-* Checkpoints written by this package carry a SHA-256 of their tensors in
-  ``meta['state_dict_sha256']``; it is verified on every load where present.
+* Checkpoints written by this package carry a SHA-256 of each entry (weights, optimizer ...)
+  in ``meta['sha256']``; it is verified on every load where present.
 * Files are written to a temporary file in the same directory, flushed, fsynced and
   ``os.replace``-d into place (:func:`atomic_write_bytes`, :class:`AtomicLocalBackend`), so a
   kill at any moment leaves either the old or the new complete file.
@@ -29,7 +29,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader, find_latest_checkpoint
 
-CHECKSUM_KEY = 'state_dict_sha256'
+CHECKSUM_KEY = 'sha256'  # in meta: entry name -> SHA-256
 TEMP_MARK = '.tmp-'  # temporary files are named ``<final name>.tmp-<pid>``
 # Objects some official checkpoints hold besides the weights and that are safe to rebuild:
 # the training script's argparse arguments.
@@ -55,35 +55,53 @@ class CheckpointMismatchError(CheckpointError):
 
 
 # -- integrity ------------------------------------------------------------------------------
-def state_dict_sha256(state_dict):
-    """SHA-256 over the keys, dtypes, shapes and bytes of the tensors of ``state_dict``."""
+def entry_sha256(value):
+    """SHA-256 of one checkpoint entry: its keys, its tensors' dtypes, shapes and bytes, and the
+    ``repr`` of its other values, in (pickle-preserved) insertion order."""
     digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        value = state_dict[key]
-        digest.update(key.encode())
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f'{tensor.dtype}{tuple(tensor.shape)}'.encode())
+
+    def visit(obj):
+        if isinstance(obj, torch.Tensor):
+            tensor = obj.detach().cpu().contiguous()
+            digest.update(f'T{tensor.dtype}{tuple(tensor.shape)}'.encode())
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            digest.update(b'{')
+            for key, item in obj.items():
+                digest.update(repr(key).encode())
+                visit(item)
+            digest.update(b'}')
+        elif isinstance(obj, (list, tuple)):
+            digest.update(b'[')
+            for item in obj:
+                visit(item)
+            digest.update(b']')
         else:
-            digest.update(repr(value).encode())
+            digest.update(repr(obj).encode())
+
+    visit(value)
     return digest.hexdigest()
 
 
 def add_checksum(checkpoint):
-    """Store the SHA-256 of ``checkpoint['state_dict']`` in its ``meta``."""
-    checkpoint.setdefault('meta', {})[CHECKSUM_KEY] = state_dict_sha256(checkpoint['state_dict'])
+    """Store in ``meta['sha256']`` the SHA-256 of every other entry (weights, optimizer ...)
+    of ``checkpoint``; per entry, so that a checkpoint stripped of some entries (mmengine's
+    ``published_keys``) still verifies."""
+    checkpoint.setdefault('meta', {})[CHECKSUM_KEY] = {
+        name: entry_sha256(value) for name, value in checkpoint.items() if name != 'meta'}
 
 
 def verify_checksum(checkpoint, path):
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     expected = meta.get(CHECKSUM_KEY) if isinstance(meta, dict) else None
-    if expected is None:
+    if not isinstance(expected, dict):
         return
-    if state_dict_sha256(checkpoint.get('state_dict', {})) != expected:
+    damaged = [name for name, sha in expected.items()
+               if name in checkpoint and entry_sha256(checkpoint[name]) != sha]
+    if damaged:
         raise DamagedCheckpointError(
-            f'{path} is damaged: its weights do not match the SHA-256 stored when it was saved. '
-            f'Copy or download it again.')
+            f'{path} is damaged: the SHA-256 of its {", ".join(damaged)} differs from the one '
+            f'stored when it was saved. Copy or download it again.')
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -131,7 +149,7 @@ def load_checkpoint_file(path, map_location='cpu', allowed_globals=(), refusal_h
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as err:
         raise DamagedCheckpointError(
             f'{path} is damaged (truncated, empty or corrupted: '
-            f'{str(err).splitlines()[0][:80] or type(err).__name__}). Copy or download it '
+            f'{(str(err).splitlines() or [type(err).__name__])[0][:80]}). Copy or download it '
             f'again; a checkpoint of an interrupted run: resume from the one before it.'
         ) from None
     verify_checksum(checkpoint, path)

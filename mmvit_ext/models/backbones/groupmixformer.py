@@ -21,7 +21,7 @@ from mmvit_ext.models.layers.onednn import (bn_scale_shift, bn_sources, foldable
                                             fused_dwconv_add, fused_linear, onednn_inference,
                                             packed_linear)
 from mmvit_ext.registry import MODELS
-from .base import BackboneStage, BaseBackbone
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class ConvBNAct(nn.Sequential):
@@ -171,6 +171,7 @@ class GroupMixFormer(BaseBackbone):
                  pretrained=None):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
                          pretrained)
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         embed_dims, depths = self.arch['embed_dims'], self.arch['depths']
         mlp_ratios = self.arch['mlp_ratios']
         if len(depths) != 4:

@@ -10,7 +10,7 @@ from mmvit_ext.registry import MODELS
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention
 from ..layers.patch_embed import ConvPatchEmbed
-from .base import BackboneStage, BaseBackbone
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class PaleBlock(nn.Module):
@@ -79,6 +79,7 @@ class PaleTransformer(BaseBackbone):
                         dict(type='Constant', layer='LayerNorm', val=1., bias=0.)]
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
                          pretrained)
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         dims, depths, heads = (self.arch[k] for k in ('embed_dims', 'depths', 'num_heads'))
         num_stages = len(depths)
         pale_sizes = self._per_stage(self.arch['pale_size'] if pale_size is None else pale_size,

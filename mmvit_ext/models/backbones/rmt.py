@@ -22,7 +22,7 @@ from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRel
                       ManhattanSelfAttention)
 from ..layers.onednn import (fused_dwconv_add, fused_linear, onednn_conv_bn, onednn_inference,
                              packed_linear)
-from .base import BaseBackbone
+from .base import BaseBackbone, check_drop_path_rate
 
 
 class RMTStem(nn.Sequential):
@@ -214,6 +214,7 @@ class RMT(BaseBackbone):
                          norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg,
                          pretrained=pretrained)
         arch = self.arch
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         dims = arch['embed_dims']
         num_blocks = sum(arch['depths'])
         rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
