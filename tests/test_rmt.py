@@ -335,7 +335,7 @@ def test_converter_cli_entry_and_arch_inference(tmp_path, monkeypatch):
     monkeypatch.setattr('sys.argv', ['rmt_to_mmvit.py', str(src), str(dst), '--entry',
                                      'model_ema'])
     converter.main()
-    out = torch.load(dst, map_location='cpu', weights_only=False)
+    out = torch.load(dst, map_location='cpu', weights_only=True)
     assert out['meta']['arch'] == 'RMT-T'
     converted = out['state_dict']
     with torch.device('meta'):

@@ -138,15 +138,24 @@ def load_checkpoint_file(path, map_location='cpu', allowed_globals=(), refusal_h
             raise DamagedCheckpointError(
                 f'{path} is damaged or not a PyTorch checkpoint (unpickling failed). Copy or '
                 f'download it again.') from None
-        hint = refusal_hint or (
-            'A checkpoint should hold only tensors and plain data. If this is an official '
-            'checkpoint from a source you trust, convert it with '
-            'tools/model_converters/<family>_to_mmvit.py --trust-checkpoint.')
+        if refusal_hint:
+            hint = refusal_hint
+        elif wanted.group(1).startswith(('mmengine.', 'numpy.')):
+            hint = ('A checkpoint of a plain mmengine run pickles its message_hub; if you trust '
+                    'the file, keep only its weights: python -c "import torch; c = torch.load('
+                    '\'SRC\', weights_only=False); torch.save({\'state_dict\': '
+                    'c[\'state_dict\']}, \'DST\')"')
+        else:
+            hint = ('A checkpoint should hold only tensors and plain data. If this is an '
+                    'official checkpoint from a source you trust, convert it with '
+                    'tools/model_converters/<family>_to_mmvit.py --trust-checkpoint.')
         raise UnsafeCheckpointError(
             f'{path}: refused to load: unpickling it would import or call '
             f'`{wanted.group(1)}`, which safe loading (weights_only=True) does not allow; '
             f'loading it could run code from the file. {hint}') from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as err:
+        if isinstance(err, RuntimeError) and 'PytorchStreamReader' not in str(err):
+            raise  # e.g. a map_location device that does not exist here: not the file's fault
         raise DamagedCheckpointError(
             f'{path} is damaged (truncated, empty or corrupted: '
             f'{(str(err).splitlines() or [type(err).__name__])[0][:80]}). Copy or download it '
