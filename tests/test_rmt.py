@@ -291,7 +291,7 @@ def test_converter_cli_entry_and_arch_inference(tmp_path):
                      'model_ema'], cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert 'RMT-T classifier checkpoint' in proc.stdout
-    out = torch.load(dst, map_location='cpu', weights_only=False)
+    out = torch.load(dst, map_location='cpu', weights_only=True)
     assert out['meta']['arch'] == 'RMT-T'
     converted = out['state_dict']
     with torch.device('meta'):
