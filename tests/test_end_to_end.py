@@ -67,7 +67,7 @@ def test_two_process_cpu_torchrun(demo_root, tmp_path):
     out = check(run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
                           '--master_port=29533', TRAIN, str(cfg), '--launcher', 'pytorch',
                           '--work-dir', str(tmp_path / 'work')], demo_root))
-    ranks = [torch.load(probe_dir / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+    ranks = [torch.load(probe_dir / f'rank{r}.pt', weights_only=True) for r in (0, 1)]
     for r, probe in enumerate(ranks):
         assert probe['rank'] == r and probe['world_size'] == 2, out[-2000:]
         assert probe['wrapped'] == 'MMDistributedDataParallel'

@@ -65,7 +65,7 @@ def test_rel_pos_matches_oracle_and_is_cached():
         torch.testing.assert_close(rotation.imag, ref_sin)
         torch.testing.assert_close(rotation.real, ref_cos)
         torch.testing.assert_close(mask_w, ref_w[None])
-        torch.testing.assert_close(mask_h.view(W, 3, H, H), ref_h.expand(W, 3, H, H))
+        torch.testing.assert_close(mask_h, ref_h[None])  # (1, N, H, H), broadcast, not repeated
         _, mask = ours(H, W, False, like=x)
         torch.testing.assert_close(mask, ref(H, W, False)[1][None])
     # same size, device and dtype: the very same tensors; another size: rebuilt
@@ -291,7 +291,7 @@ def test_converter_cli_entry_and_arch_inference(tmp_path):
                      'model_ema'], cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert 'RMT-T classifier checkpoint' in proc.stdout
-    out = torch.load(dst, map_location='cpu', weights_only=False)
+    out = torch.load(dst, map_location='cpu', weights_only=True)
     assert out['meta']['arch'] == 'RMT-T'
     converted = out['state_dict']
     with torch.device('meta'):

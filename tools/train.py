@@ -1,11 +1,14 @@
 """Train a model of any of mmpretrain / mmdet / mmsegmentation (dispatch on default_scope).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+        [--overwrite] [--non-strict]
     torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch   # GPUs: NCCL, CPU: gloo
 
 Flags mean what they mean in the upstream tools; ``--resume`` without a path resumes from the
 latest checkpoint of the work dir (mmdet/mmpretrain semantics; mmseg's boolean flag is the same
-as giving no path).
+as giving no path). ``--resume`` with nothing to resume stops, and so does a new run into a work
+dir that holds checkpoints (``--overwrite`` replaces them). Checkpoints load strictly:
+``--non-strict`` loads only the weights that fit (``load_from`` for fine-tuning a changed head).
 """
 import argparse
 import os.path as osp
@@ -16,6 +19,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmvit_ext.utils.batch_scaling import apply_batch_scaling  # noqa: E402
 from mmvit_ext.utils.cli import add_common_args, build_runner, check_data, load_config, \
     setup_distributed  # noqa: E402
+from mmvit_ext.utils.checkpoint import add_checkpoint_args, apply_checkpoint_args, \
+    checkpoint_errors_exit  # noqa: E402
+from mmvit_ext.utils.cli import add_common_args, annotation_json_errors_named, build_runner, \
+    check_data, load_config, setup_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,6 +36,7 @@ def parse_args(argv=None):
                         help='scale the lr (and EMA momentum) to the actual total batch size')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
+    add_checkpoint_args(parser, training=True)
     return parser.parse_args(argv)
 
 
@@ -57,9 +65,11 @@ def main(argv=None):
     cfg = load_config(args)
     apply_train_args(cfg, args)
     apply_batch_scaling(cfg, auto_scale=args.auto_scale_lr)  # lr set for another total batch
+    apply_checkpoint_args(cfg, args, training=True)
     check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
     setup_distributed(cfg)
-    build_runner(cfg).train()
+    with checkpoint_errors_exit(), annotation_json_errors_named(cfg):
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

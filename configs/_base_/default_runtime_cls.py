@@ -9,7 +9,7 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     # one checkpoint per epoch, keep the last 3 plus the best by the first val metric
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'),
+        type='mmvit_ext.SafeCheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # set enable=True to draw validation predictions
     visualization=dict(type='VisualizationHook', enable=False),

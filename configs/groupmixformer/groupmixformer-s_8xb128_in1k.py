@@ -1,5 +1,5 @@
-# GroupMixFormer-S on ImageNet-1k from scratch, the paper's recipe (spec groupmixformer.md
-# section 7): 300 epochs, AdamW lr 1e-3 for a global batch of 1024 (8 GPUs x 128;
+# GroupMixFormer-S on ImageNet-1k from scratch, the paper's recipe: 300 epochs, AdamW lr 1e-3
+# for a global batch of 1024 (8 GPUs x 128;
 # `--auto-scale-lr` rescales it), wd 0.05, 20 linear warm-up epochs then cosine, RandAugment,
 # Mixup 0.8 / CutMix 1.0, RandomErasing 0.25, label smoothing 0.1, grad-norm clip 5.0 (official
 # code). Stochastic depth 0.2 (paper and released yaml agree).

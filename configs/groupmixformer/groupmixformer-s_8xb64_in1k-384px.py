@@ -1,4 +1,4 @@
-# GroupMixFormer-S fine-tuned at 384x384 from the 224 checkpoint (paper, spec section 7):
+# GroupMixFormer-S fine-tuned at 384x384 from the 224 checkpoint (paper):
 # 30 epochs, AdamW lr 2e-6 (global batch 512 = 8 GPUs x 64), 5 linear warm-up epochs then
 # cosine, weight decay 1e-8, grad-norm clip 5.0, same augmentation as at 224.
 # The whole 224 classifier is loaded (backbone, `norm4` neck BN and head), as the official

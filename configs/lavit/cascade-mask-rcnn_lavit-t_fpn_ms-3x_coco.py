@@ -17,7 +17,7 @@ model = dict(
         arch='t',
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
-        # diagonality-preserving loss off by default for dense tasks (spec section 3); switch
+        # diagonality-preserving loss off by default for dense tasks; switch
         # it on with `--cfg-options model.backbone.dp_loss_weight=1.0`
         dp_loss_weight=0.0,
         init_cfg=dict(

@@ -1,4 +1,4 @@
-# LaViT-T on ImageNet-1k from scratch (PVTv2 protocol, spec lavit.md section 4): 300 epochs,
+# LaViT-T on ImageNet-1k from scratch (PVTv2 protocol): 300 epochs,
 # AdamW lr 1e-3 for a global batch of 1024 (8 GPUs x 128; `--auto-scale-lr` rescales it),
 # wd 0.05, 5 warm-up epochs then cosine, RandAugment, Mixup 0.8 / CutMix 1.0, RandomErasing 0.25,
 # label smoothing 0.1, repeated augmentation. The diagonality-preserving loss (weight 1.0) is

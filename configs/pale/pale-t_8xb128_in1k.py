@@ -1,4 +1,4 @@
-# Pale-T on ImageNet-1k from scratch (spec pale.md section 5): 300 epochs, AdamW lr 1e-3 for a
+# Pale-T on ImageNet-1k from scratch: 300 epochs, AdamW lr 1e-3 for a
 # global batch of 1024 (8 GPUs x 128; `--auto-scale-lr` rescales it), wd 0.05, 20 warm-up
 # epochs then cosine, RandAugment, Mixup 0.8 / CutMix 1.0, RandomErasing 0.25, label smoothing,
 # gradient-norm clipping at 5.0 (the Swin code's TRAIN.CLIP_GRAD).

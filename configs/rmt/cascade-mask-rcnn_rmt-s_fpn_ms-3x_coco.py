@@ -1,5 +1,5 @@
 # Cascade Mask R-CNN + FPN with an RMT-S backbone, COCO 3x (36 epochs, multi-scale),
-# batch 16 (8 GPUs x 2), spec rmt.md 5.2. Backbone from the ImageNet-1k classifier
+# batch 16 (8 GPUs x 2). Backbone from the ImageNet-1k classifier
 # (converted official weights or our training). The official runs used fp16: add `--amp`.
 # The B variant of this task inherits this file.
 _base_ = [

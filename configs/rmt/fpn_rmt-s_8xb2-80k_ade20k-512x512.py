@@ -1,5 +1,5 @@
 # Semantic FPN with an RMT-S backbone, ADE20K 80k iterations, crop 512x512, AdamW lr 1e-4 /
-# wd 1e-4, poly 0.9, batch 16 (8 GPUs x 2), spec rmt.md 5.3. Backbone from ImageNet-1k.
+# wd 1e-4, poly 0.9, batch 16 (8 GPUs x 2). Backbone from ImageNet-1k.
 # The T, B and L variants of this task inherit this file.
 _base_ = [
     '../_base_/models/semantic-fpn.py',

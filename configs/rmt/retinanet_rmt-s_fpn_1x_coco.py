@@ -1,5 +1,5 @@
 # RetinaNet + FPN with an RMT-S backbone, COCO 1x (12 epochs, 1333x800 single scale),
-# batch 16 (8 GPUs x 2), spec rmt.md 5.2. Backbone from the ImageNet-1k classifier
+# batch 16 (8 GPUs x 2). Backbone from the ImageNet-1k classifier
 # (converted official weights or our training). The official runs used fp16: add `--amp`.
 # The T, B and L variants of this task inherit this file.
 _base_ = [

@@ -1,4 +1,4 @@
-# RMT-S on ImageNet-1k from scratch (spec rmt.md 5.1): 300 epochs, AdamW lr 1e-3 for a global
+# RMT-S on ImageNet-1k from scratch: 300 epochs, AdamW lr 1e-3 for a global
 # batch of 1024 (8 GPUs x 128; the official rule lr = 5e-4 x batch / 512; `--auto-scale-lr`
 # rescales it), wd 0.05, 5 warm-up epochs then cosine to 1e-5, RandAugment m9-mstd0.5, Mixup 0.8 /
 # CutMix 1.0, RandomErasing 0.25, label smoothing 0.1, repeated augmentation, drop path 0.15,

@@ -98,10 +98,11 @@ def build_classifier(arch, num_classes):
         head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=dims)))
 
 
-def convert_file(src, dst, arch=None, entry='auto'):
+def convert_file(src, dst, arch=None, entry='auto', trust=False):
     """Convert the official checkpoint ``src`` into the mmengine checkpoint ``dst``, checked
-    against the model of ``arch`` (inferred when None). Returns a one-line summary."""
-    official = load_official_state_dict(src, entry)
+    against the model of ``arch`` (inferred when None); ``trust`` as in
+    :func:`mmvit_ext.utils.convert.load_official_state_dict`. Returns a one-line summary."""
+    official = load_official_state_dict(src, entry, trust=trust)
     arch = arch or infer_arch(official)
     converted = convert(official)
     if 'head.fc.weight' in converted:

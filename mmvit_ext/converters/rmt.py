@@ -169,14 +169,15 @@ def convert(state_dict, arch=None):
     return converted, arch, 'classifier'
 
 
-def convert_file(src, dst, entry='auto', arch=None):
+def convert_file(src, dst, entry='auto', arch=None, trust=False):
     """Convert the official checkpoint ``src`` into the mmengine checkpoint ``dst``.
 
     ``entry`` picks the weights of ``src`` (``auto``: ``state_dict``, then ``model``;
     ``model_ema`` for the EMA weights), ``arch`` as in :func:`convert`. Returns a one-line
-    summary.
+    summary. ``trust=True`` loads ``src`` with ``weights_only=False`` (only for files you
+    trust: unpickling may run code).
     """
-    state_dict = load_official_state_dict(src, entry)
+    state_dict = load_official_state_dict(src, entry, trust=trust)
     converted, arch, kind = convert(state_dict, arch)
     arch_name = next((n for n, a in RMT.arch_settings.items() if a == arch), 'custom')
     Path(dst).parent.mkdir(parents=True, exist_ok=True)

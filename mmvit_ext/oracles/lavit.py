@@ -1,6 +1,6 @@
 """Plain reference code for LaViT, written from the design in configs/lavit/README.md.
 
-Every linear map of the spec is materialised as an explicit dense matrix:
+Every linear map of the design is materialised as an explicit dense matrix:
 
 * Theta: the (K x K) matrix ``theta.weight`` plus bias, applied over the key axis;
 * Psi: one dense (N x N) matrix per head over the query axis, built from the 3x3 kernel

@@ -2,7 +2,7 @@
 
 Full attention over all H*W tokens, with a materialised boolean mask that allows a pair of
 tokens iff they share a row group (row-branch channels) or a column group (column-branch
-channels), explicit scores and an explicit softmax. Groups follow the spec's [choice] for
+channels), explicit scores and an explicit softmax. Groups follow the design's [choice] for
 any size: pale size clamped to the side, ``n = ceil(side / s)`` groups, group = index modulo
 ``n``. No padding is needed here: padded keys of the parallel form are exactly the tokens
 that do not exist.

@@ -1,12 +1,14 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: loading a config of any of the three
 toolboxes, checking the data is where the config says, and CPU-friendly distributed setup."""
+import contextlib
 import importlib
+import json
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-# default_scope -> (package, what the toolbox calls its runner entry, dump metric for --out)
+# default_scope -> what differs per toolbox: the metric that dumps predictions for --out
 TOOLBOXES = {
     'mmpretrain': dict(dump_metric='DumpResults'),
     'mmdet': dict(dump_metric='DumpDetResults'),
@@ -97,6 +99,27 @@ def check_data(cfg, dataloaders):
                         f'{name}: {kind} expects "{path}", which does not exist. Put {hint} '
                         f'there (a symlink is fine), or point the config at it with '
                         f'--cfg-options {name}.dataset.data_root=/path/to/data. {DEMO_HINT}')
+
+
+@contextlib.contextmanager
+def annotation_json_errors_named(cfg):
+    """json's error for a malformed annotation file (raised deep inside the toolbox's dataset)
+    does not say which file: find the config's annotation JSON that fails and name it."""
+    try:
+        yield
+    except json.JSONDecodeError:
+        for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            for ds in _datasets((cfg.get(name) or {}).get('dataset')):
+                path = osp.join(ds.get('data_root') or '', ds.get('ann_file') or '')
+                if not (path.endswith('.json') and osp.isfile(path)):
+                    continue
+                try:
+                    with open(path) as f:
+                        json.load(f)
+                except json.JSONDecodeError as err:
+                    raise SystemExit(f'{name}: the annotation file {path} is malformed JSON '
+                                     f'({err}). Fix or regenerate it.') from None
+        raise
 
 
 def setup_distributed(cfg):

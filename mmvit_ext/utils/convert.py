@@ -8,16 +8,31 @@ from collections import OrderedDict
 
 import torch
 
+from .checkpoint import (OFFICIAL_SAFE_GLOBALS, load_checkpoint_file, save_checkpoint_file,
+                         unsafe_globals)
 
-def load_official_state_dict(path, entry='auto'):
+TRUST_HINT = ('If the file comes from a source you trust, rerun with --trust-checkpoint, which '
+              'loads it with weights_only=False and so runs whatever it holds.')
+
+
+def load_official_state_dict(path, entry='auto', trust=False):
     """Return the state_dict stored in an official checkpoint file.
 
     Args:
         path (str): The file.
         entry (str): ``'auto'`` takes ``state_dict``, then ``model``, then the bare dict;
             any other value names the entry (``'model_ema'`` for EMA weights).
+        trust (bool): Load with ``weights_only=False`` (after printing the globals the file
+            will import). Otherwise only tensors, plain data and ``OFFICIAL_SAFE_GLOBALS``
+            load; anything else is refused.
     """
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    if trust:
+        print(f'--trust-checkpoint: loading {path} with weights_only=False; unpickling it '
+              f'imports and may call: {", ".join(unsafe_globals(path)) or "nothing unusual"}')
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    else:
+        ckpt = load_checkpoint_file(path, allowed_globals=OFFICIAL_SAFE_GLOBALS,
+                                    refusal_hint=TRUST_HINT)
     if not isinstance(ckpt, dict):
         raise TypeError(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}.')
     if entry == 'auto':
@@ -77,5 +92,6 @@ def check_state_dict(state_dict, model, optional_prefixes=(), what='converted we
 
 
 def save_checkpoint(state_dict, path, meta=None):
-    """Save as an mmengine checkpoint (``{'meta': ..., 'state_dict': ...}``)."""
-    torch.save({'meta': dict(meta or {}), 'state_dict': state_dict}, path)
+    """Save as an mmengine checkpoint (``{'meta': ..., 'state_dict': ...}``), atomically and
+    with the SHA-256 of the weights in ``meta``."""
+    save_checkpoint_file({'meta': dict(meta or {}), 'state_dict': state_dict}, path)

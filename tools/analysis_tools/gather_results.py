@@ -178,7 +178,8 @@ def find_test_logs(work_dir):
             metrics = json.load(f)
         cfg = Config.fromfile(config)
         runs.append(dict(metrics=metrics, log=path, checkpoint=cfg.get('load_from'),
-                         tta=str(cfg.model.get('type', '')).endswith('TTAModel'),
+                         # test.py --tta wraps the model: dict(**tta_model, module=model)
+                         tta=cfg.model.get('module') is not None,
                          timestamp=stem))
     return sorted(runs, key=lambda r: r['timestamp'], reverse=True)
 

@@ -3,7 +3,10 @@
 Usage::
 
     python tools/analysis_tools/get_flops.py CONFIG [--shape H [W]] [--backbone-only]
-        [--cfg-options KEY=VALUE ...]
+        [--per-stage] [--cfg-options KEY=VALUE ...]
+
+``--per-stage`` adds a table of the backbone: parameters and FLOPs of the stem, of each
+stage's downsampling and other members, and of its blocks grouped by block type.
 
 Counting follows mmengine's ``FlopAnalyzer`` (fvcore convention: one multiply-add is one FLOP;
 element-wise ops, softmax and activations are not counted), with handles added for ops our
@@ -116,13 +119,59 @@ EXTRA_FLOP_HANDLES = {
 }
 
 
-def count_flops(model, inputs):
-    """Return ``(total_flops, flops_by_operator, unsupported_ops)`` of ``model(*inputs)``."""
+def flop_analyzer(model, inputs):
     from mmengine.analysis import FlopAnalyzer
     analyzer = FlopAnalyzer(model, inputs).set_op_handle(**EXTRA_FLOP_HANDLES)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
+    return analyzer
+
+
+def count_flops(model, inputs):
+    """Return ``(total_flops, flops_by_operator, unsupported_ops)`` of ``model(*inputs)``."""
+    analyzer = flop_analyzer(model, inputs)
     return int(analyzer.total()), analyzer.by_operator(), Counter(analyzer.unsupported_ops())
+
+
+def per_stage_rows(backbone, inputs):
+    """``[(module, kind, params, flops)]`` over the backbone layout of this package
+    (``patch_embed``, ``stages[i]`` with ``blocks`` and optional members, ``out_norms``);
+    the blocks of a stage are summed per block type, shown as ``Type x count``."""
+    by_module = flop_analyzer(backbone, inputs).by_module()
+    rows = []
+
+    def add(name, kind, names):
+        params = sum(count_params(backbone.get_submodule(n)) for n in names)
+        rows.append((name, kind, params, sum(by_module.get(n, 0) for n in names)))
+
+    for name, child in backbone.named_children():
+        if name != 'stages':
+            add(name, type(child).__name__, [name])
+            continue
+        for i, stage in enumerate(child):
+            for member, module in stage.named_children():
+                prefix = f'stages.{i}.{member}'
+                if member != 'blocks':
+                    add(prefix, type(module).__name__, [prefix])
+                    continue
+                kinds = {}
+                for j, block in enumerate(module):
+                    kinds.setdefault(type(block).__name__, []).append(f'{prefix}.{j}')
+                for kind, names in kinds.items():
+                    add(prefix, f'{kind} x{len(names)}', names)
+    add('total', type(backbone).__name__, [''])
+    return rows
+
+
+def format_stage_table(rows):
+    widths = [max(len(str(r[k])) for r in rows + [('module', 'type')]) for k in (0, 1)]
+    lines = ['== backbone per stage ==',
+             f'{"module":<{widths[0]}}  {"type":<{widths[1]}}  {"params (M)":>10}  '
+             f'{"FLOPs (G)":>9}']
+    for name, kind, params, flops in rows:
+        lines.append(f'{name:<{widths[0]}}  {kind:<{widths[1]}}  {params / 1e6:>10.3f}  '
+                     f'{flops / 1e9:>9.3f}')
+    return '\n'.join(lines)
 
 
 def count_params(model):
@@ -219,8 +268,9 @@ def _measure(name, module, inputs):
                 unsupported=unsupported)
 
 
-def analyse(cfg, shape=None, backbone_only=False):
-    """Return ``(input_shape, [result, ...])``: one result per counted module."""
+def analyse(cfg, shape=None, backbone_only=False, per_stage=False):
+    """Return ``(input_shape, [result, ...], stage rows or None)``: one result per counted
+    module."""
     scope = cfg.default_scope
     shape = tuple(shape or DEFAULT_SHAPES[scope])
     torch.manual_seed(0)
@@ -231,7 +281,8 @@ def analyse(cfg, shape=None, backbone_only=False):
         if not backbone_only:
             results.append(_measure('model', model, inputs))
         results.append(_measure('backbone', backbone_of(model), inputs))
-        return inputs[0].shape, results
+        stages = per_stage_rows(backbone_of(model), inputs) if per_stage else None
+        return inputs[0].shape, results, stages
     inputs, data_samples = dense_inputs(model, scope, shape)
     if not backbone_only:
         # The tensor-mode forward (`_forward`) of the detector / segmentor.
@@ -239,7 +290,8 @@ def analyse(cfg, shape=None, backbone_only=False):
         name = 'model (without auxiliary head)' if scope == 'mmseg' else 'model'
         results.append(_measure(name, model, (inputs, )))
     results.append(_measure('backbone', backbone_of(model), (inputs, )))
-    return inputs.shape, results
+    stages = per_stage_rows(backbone_of(model), (inputs, )) if per_stage else None
+    return inputs.shape, results, stages
 
 
 def format_results(config, input_shape, results):
@@ -269,6 +321,8 @@ def parse_args(argv=None):
                         help='input H [W]; default 224 (cls), 1280 800 (det), 512 512 (seg)')
     parser.add_argument('--backbone-only', action='store_true',
                         help='count only the backbone')
+    parser.add_argument('--per-stage', action='store_true',
+                        help='also a table of the backbone per stage and block type')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
@@ -282,8 +336,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
-    input_shape, results = analyse(cfg, args.shape, args.backbone_only)
+    input_shape, results, stages = analyse(cfg, args.shape, args.backbone_only, args.per_stage)
     print(format_results(args.config, input_shape, results))
+    if stages:
+        print(format_stage_table(stages))
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ every config here starts from.
 Usage::
 
     python tools/model_converters/groupmixformer_to_mmvit.py SRC DST [--arch m|t|s|b|l]
-        [--entry auto|model|model_ema]
+        [--entry auto|model|model_ema] [--trust-checkpoint]
 """
 import argparse
 import sys
@@ -29,8 +29,11 @@ def main(argv=None):
     parser.add_argument('--arch', default=None, help='m, t, s, b or l (default: inferred)')
     parser.add_argument('--entry', default='auto',
                         help='checkpoint entry: auto (state_dict, then model), model, model_ema')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load SRC with weights_only=False: runs any code the file holds '
+                             '(prints the globals it imports first); only for trusted files')
     args = parser.parse_args(argv)
-    print(convert_file(args.src, args.dst, args.arch, args.entry))
+    print(convert_file(args.src, args.dst, args.arch, args.entry, trust=args.trust_checkpoint))
 
 
 if __name__ == '__main__':

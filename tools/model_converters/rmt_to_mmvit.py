@@ -12,7 +12,7 @@ README accuracies of S/B/L were measured with (write it to another file name for
 Usage::
 
     python tools/model_converters/rmt_to_mmvit.py SRC DST [--entry auto|model|model_ema]
-        [--arch T|S|B|L]
+        [--arch T|S|B|L] [--trust-checkpoint]
 """
 import argparse
 import sys
@@ -31,8 +31,11 @@ def main(argv=None):
                         help='checkpoint entry: auto (state_dict, then model), model, model_ema')
     parser.add_argument('--arch', choices=['T', 'S', 'B', 'L', 't', 's', 'b', 'l'],
                         help='variant; inferred from the tensor shapes when omitted')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load SRC with weights_only=False: runs any code the file holds '
+                             '(prints the globals it imports first); only for trusted files')
     args = parser.parse_args(argv)
-    print(convert_file(args.src, args.dst, args.entry, args.arch))
+    print(convert_file(args.src, args.dst, args.entry, args.arch, trust=args.trust_checkpoint))
 
 
 if __name__ == '__main__':

@@ -22,12 +22,14 @@ _dataset = dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_s
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
+    persistent_workers=False,  # upstream train.py injects True, which torch refuses with 0 workers
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(**_dataset, pipeline=train_pipeline,
                  data_prefix=dict(img_path='images/training', seg_map_path='annotations/training')))
 val_dataloader = dict(
     batch_size=1,
     num_workers=0,
+    persistent_workers=False,  # upstream train.py injects True, which torch refuses with 0 workers
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(**_dataset, pipeline=test_pipeline,
                  data_prefix=dict(img_path='images/validation',

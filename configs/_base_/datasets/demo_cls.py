@@ -14,12 +14,14 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,
+    persistent_workers=False,  # upstream train.py injects True, which torch refuses with 0 workers
     dataset=dict(type=dataset_type, data_root=data_root, ann_file='meta/train.txt',
                  data_prefix='train', classes=classes, pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))
 val_dataloader = dict(
     batch_size=32,
     num_workers=0,
+    persistent_workers=False,  # upstream train.py injects True, which torch refuses with 0 workers
     dataset=dict(type=dataset_type, data_root=data_root, ann_file='meta/val.txt',
                  data_prefix='val', classes=classes, pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))

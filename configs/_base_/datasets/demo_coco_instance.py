@@ -23,6 +23,7 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,
+    persistent_workers=False,  # upstream train.py injects True, which torch refuses with 0 workers
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
@@ -32,6 +33,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=4,
     num_workers=0,
+    persistent_workers=False,  # upstream train.py injects True, which torch refuses with 0 workers
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,

@@ -33,6 +33,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmvit_ext.utils.convert import check_state_dict
 
 
+def check_drop_path_rate(rate, family):
+    """Stochastic depth needs a rate in [0, 1): 1 drops every residual branch (NaN outputs
+    after the rescaling by 1 / (1 - rate)), a negative rate would silently act as 0."""
+    if not 0 <= rate < 1:
+        raise ValueError(f'{family}: drop_path_rate must be in [0, 1), got {rate}.')
+
+
 class BackboneStage(nn.Module):
     """One stage of the shared layout: ``downsample`` (None or a module, applied first) then
     ``blocks``; families add their own per-stage members as attributes."""
@@ -74,11 +81,12 @@ class BaseBackbone(BaseModule):
         num_stages = len(self.arch['depths'])
         if isinstance(out_indices, int):
             out_indices = (out_indices, )
-        out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)
         for i in out_indices:
-            if not 0 <= i < num_stages:
-                raise ValueError(f'out_indices {out_indices} out of range: {type(self).__name__} '
-                                 f'has {num_stages} stages (valid indices 0..{num_stages - 1}).')
+            if not -num_stages <= i < num_stages:
+                raise ValueError(f'out_indices {tuple(out_indices)} out of range: '
+                                 f'{type(self).__name__} has {num_stages} stages (valid indices '
+                                 f'0..{num_stages - 1}, or -{num_stages}..-1 from the end).')
+        out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}.')
         self.out_indices = out_indices

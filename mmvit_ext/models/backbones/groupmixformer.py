@@ -19,7 +19,7 @@ from mmcv.cnn.bricks import DropPath
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
 from mmvit_ext.registry import MODELS
-from .base import BackboneStage, BaseBackbone
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class ConvBNAct(nn.Sequential):
@@ -133,6 +133,7 @@ class GroupMixFormer(BaseBackbone):
                  pretrained=None):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
                          pretrained)
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         embed_dims, depths = self.arch['embed_dims'], self.arch['depths']
         mlp_ratios = self.arch['mlp_ratios']
         if len(depths) != 4:

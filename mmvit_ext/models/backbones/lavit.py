@@ -24,7 +24,7 @@ from ..layers.less_attention import LessAttention, VanillaAttention
 from ..layers.patch_embed import ConvPatchEmbed
 from ..layers.residual_attention_downsample import ResidualAttentionDownsample
 from ..losses.diagonality_loss import DiagonalityLoss
-from .base import BackboneStage, BaseBackbone
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 # PVTv2's patch-embedding LayerNorm (torch default eps)
 PVT_LN = dict(type='LN', eps=1e-5)
@@ -148,6 +148,7 @@ class LaViT(BaseBackbone):
         super().__init__(arch, out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg,
                          pretrained=pretrained)
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         if num_va_layers is not None:
             if len(num_va_layers) != len(self.arch['depths']):
                 raise ValueError(f'num_va_layers needs one entry per stage '

@@ -10,7 +10,7 @@ from mmvit_ext.registry import MODELS
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention
 from ..layers.patch_embed import ConvPatchEmbed
-from .base import BackboneStage, BaseBackbone
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class PaleBlock(nn.Module):
@@ -76,6 +76,7 @@ class PaleTransformer(BaseBackbone):
                  with_cp=False, init_cfg=None, pretrained=None):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp, init_cfg,
                          pretrained)
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         dims, depths, heads = (self.arch[k] for k in ('embed_dims', 'depths', 'num_heads'))
         num_stages = len(depths)
         pale_sizes = self._per_stage(self.arch['pale_size'] if pale_size is None else pale_size,

@@ -17,7 +17,7 @@ from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
 from ..layers.layer_scale import LayerScale
-from .base import BackboneStage, BaseBackbone
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class RMTStem(nn.Sequential):
@@ -162,6 +162,7 @@ class RMT(BaseBackbone):
                          norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg,
                          pretrained=pretrained)
         arch = self.arch
+        check_drop_path_rate(drop_path_rate, type(self).__name__)
         dims = arch['embed_dims']
         num_blocks = sum(arch['depths'])
         rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]

@@ -1,0 +1,106 @@
+"""The checkpoint hook of the shipped ``default_runtime`` configs.
+
+mmengine's ``CheckpointHook`` writes checkpoints in place, deletes the oldest kept checkpoint
+before the new one exists, saves the ``message_hub`` as pickled ``HistoryBuffer``/numpy objects
+(which safe loading refuses) and loads other models' checkpoints with warnings only. This
+subclass keeps its options and fixes those four things.
+"""
+import os
+import os.path as osp
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook
+from mmengine.model import is_model_wrapper
+from mmengine.runner.checkpoint import find_latest_checkpoint
+
+from ..registry import HOOKS
+from ..utils.checkpoint import (CheckpointMismatchError, add_checksum, atomic_write_bytes,
+                                describe_mismatches, plain_message_hub, restore_message_hub,
+                                stale_temp_files, state_dict_mismatches)
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` with atomic saving, a safe message_hub, checksums, strict loading.
+
+    * Files are written to a temporary file in the same directory and ``os.replace``-d into
+      place (the ``mmvit_ext_atomic_local`` file backend), ``last_checkpoint`` is updated only
+      once the checkpoint is complete, and the checkpoint falling out of ``max_keep_ckpts`` is
+      removed only after that. Temporary files of an interrupted save are removed (with a
+      warning) when training starts again.
+    * The saved ``message_hub`` holds plain lists instead of ``HistoryBuffer`` objects, and
+      ``meta['sha256']`` the SHA-256 of each entry (weights, optimizer ...); both are undone /
+      verified on load.
+    * ``strict_load=True`` (default): ``load_from``, ``--resume`` and ``tools/test.py`` refuse a
+      checkpoint whose keys or shapes do not fit the model, listing the first mismatches;
+      ``False`` (``--non-strict``) loads the matching weights and warns.
+
+    Args:
+        strict_load (bool): See above. Defaults to True.
+        **kwargs: Those of ``mmengine.hooks.CheckpointHook``.
+    """
+
+    def __init__(self, *args, strict_load=True, backend_args=None, **kwargs):
+        if backend_args is None and kwargs.get('file_client_args') is None:
+            backend_args = dict(backend='mmvit_ext_atomic_local')
+        super().__init__(*args, backend_args=backend_args, **kwargs)
+        self.strict_load = strict_load
+
+    def before_train(self, runner):
+        super().before_train(runner)
+        if not is_main_process():
+            return
+        for path in stale_temp_files(self.out_dir) + stale_temp_files(runner.work_dir):
+            if osp.isfile(path):
+                os.remove(path)
+                runner.logger.warning(f'Removed {path}: an incomplete file of a checkpoint save '
+                                      f'that was interrupted.')
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if 'message_hub' in checkpoint:
+            checkpoint['message_hub'] = plain_message_hub(checkpoint['message_hub'])
+        add_checksum(checkpoint)
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if 'message_hub' in checkpoint:
+            restore_message_hub(checkpoint['message_hub'])
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        missing, unexpected, shapes = state_dict_mismatches(state_dict, model)
+        if not (missing or unexpected or shapes):
+            return
+        path = runner.cfg.get('load_from') or find_latest_checkpoint(runner.work_dir)
+        message = describe_mismatches(path or 'The checkpoint', model, missing, unexpected,
+                                      shapes)
+        if self.strict_load:
+            raise CheckpointMismatchError(message)
+        runner.logger.warning(f'--non-strict: loading only the matching weights. {message}')
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        # Overrides mmengine's method for the order of the file operations: save the new
+        # checkpoint (atomically), then point last_checkpoint at it, then remove the one that
+        # falls out of max_keep_ckpts. mmengine removes first and writes in place.
+        outdated = None
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
+                                            and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                outdated = self.keep_ckpt_ids.popleft()
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir, ckpt_filename, self.file_client_args,
+            save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
+            meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        if not is_main_process():
+            return
+        atomic_write_bytes(self.last_ckpt.encode(), osp.join(runner.work_dir, 'last_checkpoint'))
+        if outdated is not None:
+            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated))
+            if self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+            elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
+                self.file_backend.rmtree(path)
