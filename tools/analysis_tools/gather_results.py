@@ -26,8 +26,9 @@ Rows (those the config's evaluator logs): COCO ``bbox`` / ``segm`` mAP (AP50/AP7
 in ``details``), ADE20K mIoU (mAcc/aAcc in ``details``; ``mIoU (ms+flip)`` from TTA runs),
 ImageNet top-1 / top-5. COCO
 mAPs are shown in percent (mmdet logs fractions) like the papers. ``paper`` is the value of the
-metafile.yml entry whose ``Config`` is the config; ``delta`` is ours - paper. ``params`` counts
-the built model; ``FLOPs`` is the metafile's; ``inference FPS`` and ``train img/s`` come from
+metafile.yml entry whose ``Config`` is the config (its ``Paper Results``, else ``Results``);
+``delta`` is ours - paper. ``params`` counts the built model; ``FLOPs`` is the metafile's
+(``Metadata``, else ``Paper Metadata``); ``inference FPS`` and ``train img/s`` come from
 ``benchmark.py --out`` files given with ``--speed`` (its ``model`` runner).
 
 Outputs: the Markdown table on stdout and in ``<out>.md``, and ``<out>.csv`` / ``<out>.json``
@@ -109,7 +110,10 @@ def expand_configs(specs):
 
 
 def paper_value(entry, metric_name):
-    for result in (entry or {}).get('Results') or []:
+    """The paper's figure: ``Paper Results`` of the entry (``Results`` hold only what was
+    measured with released weights), else ``Results``."""
+    entry = entry or {}
+    for result in (entry.get('Paper Results') or []) + (entry.get('Results') or []):
         value = (result.get('Metrics') or {}).get(metric_name)
         if value is not None:
             return float(value)
@@ -256,7 +260,8 @@ def gather(configs, work_dir_root, run_tests=False, tta=False, nproc=1, speeds=N
                          cfg_options)
         logs = find_test_logs(work_dir) if checkpoint else []
         fps, train_ips = (speeds or {}).get(_rel(config), (None, None))
-        flops = (entry or {}).get('Metadata', {}).get('FLOPs')
+        flops = ((entry or {}).get('Metadata') or {}).get('FLOPs') or \
+            ((entry or {}).get('Paper Metadata') or {}).get('FLOPs')
         common = dict(model=name, config=_rel(config), schedule=schedule_of(cfg),
                       params=f'{count_params(cfg) / 1e6:.2f} M',
                       FLOPs='-' if flops is None else f'{float(flops) / 1e9:.1f} G',
