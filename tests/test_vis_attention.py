@@ -15,7 +15,7 @@ from mmvit_ext.oracles import pale as pale_oracle
 from mmvit_ext.oracles import rmt as rmt_oracle
 from mmvit_ext.visualization import record_attention
 
-from .conftest import REPO, run_tool
+from .conftest import REPO
 
 RMT_TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
                 mlp_ratios=[2, 2, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
@@ -226,3 +226,164 @@ def test_record_refuses_fused_and_training_models():
     with pytest.raises(TypeError, match='no backbone of mmvit_ext'):
         with record_attention(torch.nn.Linear(2, 2)):
             pass
+
+
+# -- the tool on demo checkpoints ---------------------------------------------------------------
+TOOL = osp.join(REPO, 'tools', 'visualization', 'vis_attention.py')
+
+
+def load_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('vis_attention', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def demo_image(tmp_path_factory):
+    """One image of the demo classification set (a 64x64 JPEG)."""
+    from mmvit_ext.datasets import generate_demo_datasets
+    root = tmp_path_factory.mktemp('vis')
+    generate_demo_datasets(str(root / 'demo'), tasks=('cls', ))
+    return str(root / 'demo' / 'cls' / 'val' / 'circle' / '0000.jpg')
+
+
+def demo_checkpoint(config, path):
+    """A checkpoint of the freshly built (initialised, untrained) model of ``config``."""
+    import importlib
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    importlib.import_module(f'{cfg.default_scope}.utils').register_all_modules(True)
+    registry = importlib.import_module(f'{cfg.default_scope}.registry').MODELS
+    torch.manual_seed(0)
+    model = registry.build(cfg.model)
+    model.init_weights()
+    randomise_norms(model)  # LA layers away from the identity: consecutive layers differ
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, str(path))
+    return str(path)
+
+
+def expected_record(config, checkpoint, image, stage, block):
+    """The network input and the record of (stage, block), made in-process as the tool does."""
+    tool = load_tool()
+    cfg = tool.load_config(config)
+    model = tool.build_model(cfg, checkpoint)
+    inputs, picture = tool.preprocess(cfg, model, image)
+    with torch.no_grad(), record_attention(model) as rec:
+        model.backbone(inputs)
+    return picture, rec, rec.get(stage, block)
+
+
+def png_size(path):
+    from PIL import Image
+    with Image.open(path) as img:
+        return img.size
+
+
+@pytest.mark.parametrize('family', ['rmt', 'pale', 'groupmixformer', 'lavit'])
+def test_tool_draws_the_recorded_weights(family, demo_image, tmp_path, capsys):
+    from mmvit_ext.visualization.figures import figure_size
+    config = osp.join(REPO, 'configs', 'demo', f'{family}-nano_1xb32_demo-cls.py')
+    checkpoint = demo_checkpoint(config, tmp_path / 'demo.pth')
+    out = tmp_path / 'out'
+    query = (40, 21)  # network-input pixel -> stage-0 token (5, 10), stride 4
+    load_tool().main([config, checkpoint, demo_image, '--query', *map(str, query),
+                      '--out', str(out), '--featmap'])
+    written = capsys.readouterr().out.split()
+    picture, rec, record = expected_record(config, checkpoint, demo_image, 0, 0)
+    assert picture.shape == (64, 64, 3)
+    token = (5, 10)
+    weights = record.weights(query=token)
+    H, W = record.hw
+    assert (H, W) == (16, 16)
+
+    def drawn(name):
+        path = str(out / f'{family}_{name}')
+        assert path + '.png' in written
+        return np.load(path + '.npz'), png_size(path + '.png')
+
+    if family == 'rmt':  # decomposed stage 0, 2 heads
+        prior, size = drawn('s0_b0_prior')
+        assert size == figure_size(1, 2)
+        for n in range(2):
+            np.testing.assert_allclose(prior[f'map{n}'], weights['prior'][n].numpy())
+        attention, size = drawn('s0_b0_attention')
+        assert size == figure_size(2, 3)
+        w_map = np.zeros((H, W), np.float32)
+        w_map[token[0]] = weights['w_pass'][0, token[0], 1, token[1]].numpy()
+        np.testing.assert_allclose(attention['map3'], w_map)  # head 1: W pass
+        np.testing.assert_allclose(attention['map5'], weights['effective'][0, 1].numpy())
+        field, size = drawn('s0_b0_receptive_field')
+        assert size == figure_size(2, 2)
+        np.testing.assert_allclose(field['map2'], weights['plain'][0, 0, 0].view(H, W).numpy())
+    elif family == 'pale':  # 2 heads: one per branch
+        attention, size = drawn('s0_b0_attention')
+        assert size == figure_size(2, 2)
+        assert list(attention['titles']) == ['row group of the query', 'head 0 (row branch)',
+                                             'column group of the query',
+                                             'head 1 (column branch)']
+        np.testing.assert_allclose(attention['map1'], weights['row'][0, 0, 0].view(H, W).numpy())
+        np.testing.assert_allclose(attention['map3'],
+                                   weights['column'][0, 0, 0].view(H, W).numpy())
+        np.testing.assert_array_equal(attention['map0'] > 0, attention['map1'] > 0)
+    elif family == 'groupmixformer':  # 8 heads: 4 segments x 2
+        attention, size = drawn('s0_b0_attention')
+        assert size == figure_size(2, 4)
+        for i, n in enumerate((0, 2, 4, 6, 1, 3, 5, 7)):
+            np.testing.assert_allclose(attention[f'map{i}'],
+                                       weights['attention'][0, n, 0].view(H, W).numpy())
+    else:  # 3 blocks (VA, LA, LA) x 2 heads over 7x7 keys
+        from mmvit_ext.models.losses.diagonality_loss import diagonality_loss
+        from mmvit_ext.visualization.attention_weights import attention_similarity
+        attention, size = drawn('s0_attention')
+        assert size == figure_size(3, 2)
+        layers = [r.weights()['attention'] for r in rec.stage(0)]
+        for i, (j, n) in enumerate([(j, n) for j in range(3) for n in range(2)]):
+            np.testing.assert_allclose(attention[f'map{i}'],
+                                       layers[j][0, n, token[0] * W + token[1]].view(7, 7).numpy())
+        saturation, size = drawn('s0_saturation')
+        assert size == figure_size(1, 2)
+        np.testing.assert_allclose(saturation['map0'][1], [float(diagonality_loss(a, (H, W)))
+                                                           for a in layers], rtol=1e-5)
+        np.testing.assert_allclose(saturation['map1'][1], [
+            float(attention_similarity(a, b).mean()) for a, b in zip(layers, layers[1:])],
+            rtol=1e-5)
+        assert saturation['map1'][1].min() < 0.9999  # the LA transforms changed the attention
+    for i in range(4):  # feature maps of every stage, at the network input's size
+        featmap, size = drawn(f'featmap_s{i}')
+        assert size == (64, 64)
+        assert featmap['featmap'].shape[-2:] == (16 // 2**i, 16 // 2**i)
+
+
+@pytest.mark.parametrize('config', ['mask-rcnn_rmt-nano_fpn_demo-coco.py',
+                                    'fpn_rmt-nano_1xb8_demo-ade.py'])
+def test_tool_on_detection_and_segmentation_configs(config, demo_image, tmp_path, capsys):
+    config = osp.join(REPO, 'configs', 'demo', config)
+    checkpoint = demo_checkpoint(config, tmp_path / 'demo.pth')
+    load_tool().main([config, checkpoint, demo_image, '--stage', '3', '--featmap', '--topk',
+                      '4', '--out', str(tmp_path / 'out')])
+    written = capsys.readouterr().out.split()
+    picture, _, record = expected_record(config, checkpoint, demo_image, 3, 0)
+    assert record.kind == 'rmt_full'
+    assert [osp.basename(p) for p in written] == [
+        'rmt_s3_b0_prior.png', 'rmt_s3_b0_attention.png', 'rmt_s3_b0_receptive_field.png',
+        'rmt_featmap_s3.png']
+    # the 4 strongest channels side by side, each at the network input's size
+    assert png_size(written[-1]) == (4 * picture.shape[1], picture.shape[0])
+
+
+def test_tool_refuses_unsafe_and_mismatched_checkpoints(demo_image, tmp_path):
+    import functools
+    config = osp.join(REPO, 'configs', 'demo', 'rmt-nano_1xb32_demo-cls.py')
+    state_dict = torch.load(demo_checkpoint(config, tmp_path / 'ok.pth'),
+                            weights_only=True)['state_dict']
+    torch.save({'state_dict': state_dict, 'meta': {'hook': functools.partial(print)}},
+               str(tmp_path / 'unsafe.pth'))
+    state_dict.pop('head.fc.weight')
+    torch.save({'state_dict': state_dict}, str(tmp_path / 'partial.pth'))
+    tool = load_tool()
+    for name, message in (('unsafe.pth', 'functools.partial'), ('partial.pth', 'head.fc.weight')):
+        with pytest.raises(SystemExit, match=message):
+            tool.main([config, str(tmp_path / name), demo_image, '--out', str(tmp_path / 'out')])
+        assert not (tmp_path / 'out').exists()
