@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def _query_rows(t, query):
@@ -206,6 +207,9 @@ def group_mix_proxies(attn, x):
             t = F.conv2d(t, agg.local_pw[i - 1].weight)
         segments.append(t)
     norm = agg.norm
+    if not isinstance(norm, _BatchNorm):
+        raise TypeError(f'group_mix_proxies computes BatchNorm aggregators (the official '
+                        f'design); this one has {type(norm).__name__}.')
     t = F.batch_norm(torch.cat(segments, dim=1), norm.running_mean, norm.running_var,
                      norm.weight, norm.bias, False, 0., norm.eps)
     t = F.hardswish(t).reshape(B, 3, 4, s, H * W).permute(1, 0, 2, 4, 3)

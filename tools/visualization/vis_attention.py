@@ -33,8 +33,12 @@ import os.path as osp
 import pickle
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
 
@@ -107,8 +111,11 @@ def build_model(cfg, checkpoint):
                        if 'Unsupported global' in line), str(err).splitlines()[0])
         sys.exit(f'Refusing to load "{checkpoint}": it holds objects other than tensors and '
                  f'plain containers, and this tool loads checkpoints with weights_only=True '
-                 f'only ({reason}). Save its weights alone (its "state_dict" entry) into a new '
-                 f'file, from a copy you trust.')
+                 f'only ({reason}). If you made the file yourself (mmengine training '
+                 f'checkpoints keep the message hub\'s HistoryBuffer objects), save its weights '
+                 f'alone: python -c "import torch; c = torch.load(\'{checkpoint}\', '
+                 f'weights_only=False); torch.save(dict(state_dict=c[\'state_dict\']), '
+                 f'\'weights.pth\')"')
     except RuntimeError as err:
         if 'do not match' not in str(err):
             raise
@@ -131,7 +138,7 @@ def preprocess(cfg, model, image_path):
     inputs = batch['inputs']
     prep = model.data_preprocessor
     picture = inputs[0]
-    if getattr(prep, '_enable_normalize', False):
+    if getattr(prep, 'mean', None) is not None:  # normalised: undo it for the picture
         picture = picture * prep.std + prep.mean
     picture = picture.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
     if picture.shape[-1] != 3:
@@ -192,7 +199,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     from mmvit_ext.visualization import record_attention
     from mmvit_ext.visualization.maps import FAMILIES, draw_attention
 
