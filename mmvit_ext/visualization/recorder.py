@@ -158,8 +158,9 @@ def attention_modules(model):
                 if type(attn) in KINDS:
                     found.append((i, j, attn, getattr(stage, 'rel_pos', None)))
     if not found:
-        raise TypeError(f'No attention module of a known type ({", ".join(t.__name__ for t in KINDS)}) '
-                        f'in the blocks of {type(backbones[0]).__name__}.')
+        known = ', '.join(t.__name__ for t in KINDS)
+        raise TypeError(f'No attention module of a known type ({known}) in the blocks of '
+                        f'{type(backbones[0]).__name__}.')
     return found
 
 
