@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 PANEL_PX = 240
-TITLE_PX = 48  # two lines of title
+TITLE_PX = 60  # two lines of title
 MIN_COLS = 2  # room for the title
 DPI = 100
 
@@ -102,7 +102,7 @@ def draw_grid(path, image, rows, title, marker=None):
             if marker is not None:
                 ax.plot(*marker, marker='+', color='red', markersize=9, markeredgewidth=2)
             ax.set_title(panel.title, fontsize=7)
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, format='%.2g').ax.tick_params(
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, format='%.3g').ax.tick_params(
                 labelsize=6)
             arrays.append(array)
             titles.append(panel.title)
