@@ -19,8 +19,8 @@ for the figures of each family). ``--featmap`` also writes the output of every s
 with ``--topk K`` the K channels of largest activation.
 
 Works for classification, detection and segmentation configs whose backbone is one of
-mmvit_ext's. The checkpoint is loaded strictly, with ``torch.load(weights_only=True)``
-enforced for every load in the process (mmengine's loader included). A model fused for CPU
+mmvit_ext's. The checkpoint is loaded strictly and safely (``weights_only=True``, through the
+loader ``mmvit_ext`` gives mmengine). A model fused for CPU
 inference cannot be visualised (its fused blocks skip the attention modules); the tool builds
 the plain model from the config.
 """
@@ -30,7 +30,6 @@ import copy
 import importlib
 import os
 import os.path as osp
-import pickle
 import sys
 
 from pathlib import Path
@@ -41,22 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
-
-
-@contextlib.contextmanager
-def weights_only_loading():
-    """Every ``torch.load`` inside runs with ``weights_only=True``, also where the caller
-    (mmengine 0.10) leaves it unset and the environment would turn it off."""
-    saved = {k: os.environ.pop(k, None) for k in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD',
-                                                   'TORCH_FORCE_WEIGHTS_ONLY_LOAD')}
-    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None)
-            if value is not None:
-                os.environ[key] = value
 
 
 def load_config(path, cfg_options=None):
@@ -102,25 +85,17 @@ def build_model(cfg, checkpoint):
         model_cfg))
     if not osp.isfile(checkpoint):
         sys.exit(f'Checkpoint "{checkpoint}" does not exist.')
-    try:
-        with weights_only_loading():
+    from mmvit_ext.utils.checkpoint import checkpoint_errors_exit
+    # mmengine's loader is this package's safe one (weights_only=True, checksum verified)
+    with checkpoint_errors_exit():
+        try:
             load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                             logger='silent')
-    except pickle.UnpicklingError as err:
-        reason = next((line.strip() for line in str(err).splitlines()
-                       if 'Unsupported global' in line), str(err).splitlines()[0])
-        sys.exit(f'Refusing to load "{checkpoint}": it holds objects other than tensors and '
-                 f'plain containers, and this tool loads checkpoints with weights_only=True '
-                 f'only ({reason}). If you made the file yourself (mmengine training '
-                 f'checkpoints keep the message hub\'s HistoryBuffer objects), save its weights '
-                 f'alone: python -c "import torch; c = torch.load(\'{checkpoint}\', '
-                 f'weights_only=False); torch.save(dict(state_dict=c[\'state_dict\']), '
-                 f'\'weights.pth\')"')
-    except RuntimeError as err:
-        if 'do not match' not in str(err):
-            raise
-        sys.exit(f'"{checkpoint}" does not fit the model of the config (strict loading): '
-                 f'{err}\nPass the config the checkpoint was trained with.')
+        except RuntimeError as err:
+            if 'do not match' not in str(err):
+                raise
+            sys.exit(f'"{checkpoint}" does not fit the model of the config (strict loading): '
+                     f'{err}\nPass the config the checkpoint was trained with.')
     return model.eval()
 
 
