@@ -39,35 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
-
-
-def load_config(path, cfg_options=None):
-    from mmengine.config import Config
-    if not osp.isfile(path):
-        sys.exit(f'Config file "{path}" does not exist.')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if cfg.get('default_scope') not in SCOPES:
-        sys.exit(f'Config "{path}" has default_scope={cfg.get("default_scope")!r}; this tool '
-                 f'handles {", ".join(SCOPES)} (inherit a configs/_base_/default_runtime_*.py).')
-    return cfg
-
-
-def _clear_pretrained(model_cfg):
-    """No checkpoint loading at build time (the tool loads CHECKPOINT itself)."""
-    if isinstance(model_cfg, dict):
-        if 'pretrained' in model_cfg:
-            model_cfg['pretrained'] = None
-        init_cfg = model_cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            model_cfg['init_cfg'] = None
-        for value in model_cfg.values():
-            _clear_pretrained(value)
-    elif isinstance(model_cfg, (list, tuple)):
-        for value in model_cfg:
-            _clear_pretrained(value)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'analysis_tools'))
+from get_flops import clear_pretrained, load_config  # noqa: E402  (the sibling tool's)
 
 
 def build_model(cfg, checkpoint):
@@ -80,7 +53,7 @@ def build_model(cfg, checkpoint):
     scope = cfg.default_scope
     importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
     model_cfg = copy.deepcopy(cfg.model)
-    _clear_pretrained(model_cfg)
+    clear_pretrained(model_cfg)
     model = revert_sync_batchnorm(importlib.import_module(f'{scope}.registry').MODELS.build(
         model_cfg))
     if not osp.isfile(checkpoint):
