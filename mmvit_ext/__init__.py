@@ -10,9 +10,9 @@ from .utils import checkpoint as _checkpoint  # noqa: F401  registers the safe l
 
 __all__ = ['__version__', 'MODELS']
 
-# The backbones, attention modules, the CPU-inference transform and model API at the top level (``from mmvit_ext import
-# RMT``), imported on first access so that ``import mmvit_ext`` (which mmengine does for every
-# ``type='mmvit_ext.X'``) stays light.
+# The backbones, attention modules, the CPU-inference transform and the model API at the top
+# level (``from mmvit_ext import RMT``), imported on first access so that ``import mmvit_ext``
+# (which mmengine does for every ``type='mmvit_ext.X'``) stays light.
 _LAZY = {
     'mmvit_ext.models.backbones': ['RMT', 'GroupMixFormer', 'PaleTransformer', 'LaViT'],
     'mmvit_ext.models.layers': [

@@ -288,6 +288,24 @@ def test_drop_path_rate_outside_0_1_is_an_error(family, rate):
         getattr(backbones, family)(drop_path_rate=rate)
 
 
+SMALLEST = {'RMT': 't', 'GroupMixFormer': 'm', 'PaleTransformer': 't', 'LaViT': 't'}
+
+
+@pytest.mark.parametrize('family,path', [(f, p) for f in FAMILIES for p in ('train', 'eval')]
+                         + [('RMT', 'fused'), ('GroupMixFormer', 'fused')])
+def test_empty_batch_gives_empty_outputs(family, path):
+    import mmvit_ext.models.backbones as backbones
+    from mmvit_ext.models.fused import fuse_for_cpu_inference
+    model = getattr(backbones, family)(SMALLEST[family], out_indices=(0, 1, 2, 3))
+    model.train(path == 'train')
+    if path == 'fused':
+        fuse_for_cpu_inference(model)
+    with torch.no_grad():
+        outs = model(torch.randn(0, 3, 64, 48))
+    assert [o.shape[0] for o in outs] == [0, 0, 0, 0]
+    assert [o.shape[2:] for o in outs] == [(16, 12), (8, 6), (4, 3), (2, 2)]
+
+
 @pytest.mark.parametrize('family', FAMILIES)
 def test_out_of_range_negative_out_index_is_reported_as_given(family):
     import mmvit_ext.models.backbones as backbones

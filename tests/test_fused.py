@@ -11,10 +11,9 @@ from mmvit_ext.models import fused as fused_pkg
 from mmvit_ext.models.backbones.groupmixformer import GroupMixBlock, GroupMixFormer
 from mmvit_ext.models.backbones.rmt import RMT, RMTBlock
 from mmvit_ext.models.fused import kernels
-from mmvit_ext.oracles import oracle_for
+from mmvit_ext.oracles import oracle_for, randomize_
 from tests.test_groupmixformer import TINY as GMF_TINY
 from tests.test_rmt import TINY as RMT_TINY
-from tests.test_rmt import randomize_
 
 
 def rmt(seed=0, **kwargs):

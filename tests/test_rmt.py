@@ -11,6 +11,7 @@ from mmvit_ext.models.layers import (DecomposedManhattanSelfAttention, Manhattan
                                      ManhattanSelfAttention)
 from mmvit_ext.registry import MODELS
 from tests.conftest import run_tool
+from mmvit_ext.oracles import randomize_
 from mmvit_ext.oracles import rmt as oracle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,21 +20,6 @@ SIZES = [(7, 7), (9, 13), (14, 14), (5, 8)]
 TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
             mlp_ratios=[2, 3, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
             decomposed=[True, False, True, False], layer_scales=[False, False, True, True])
-
-
-@torch.no_grad()
-def randomize_(module, seed=0):
-    """Give every parameter and BN statistic a distinct random value (0.2-scale weights, so
-    attention scores are far from uniform), keeping the derived Relpos buffers."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, tensor in module.state_dict().items():
-        if not tensor.is_floating_point() or 'Relpos' in name:
-            continue
-        if name.endswith('running_var'):
-            tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
-        else:
-            tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.2)
-    return module
 
 
 # -- relative-position package ---------------------------------------------------------------

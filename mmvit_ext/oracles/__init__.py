@@ -7,6 +7,8 @@ the same weights, so tests and ``tools/analysis_tools/benchmark.py --oracle`` ca
 """
 import importlib
 
+import torch
+
 FAMILY_MODULES = {
     'RMT': 'rmt',
     'GroupMixFormer': 'groupmixformer',
@@ -23,3 +25,20 @@ def oracle_for(model):
         raise KeyError(f'No oracle for {name}; known: {", ".join(FAMILY_MODULES)}.')
     module = importlib.import_module(f'{__name__}.{FAMILY_MODULES[name]}')
     return module.oracle_model(model)
+
+
+@torch.no_grad()
+def randomize_(module, seed=0):
+    """Give every floating parameter and buffer of the state_dict a distinct random value
+    (0.2-scale, BN running variances in [0.5, 1.5)), so that comparisons with an oracle test
+    every weight, attention scores are far from uniform and eval BatchNorms matter; derived
+    buffers (``Relpos``) keep their values. Returns ``module``."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, tensor in module.state_dict().items():
+        if not tensor.is_floating_point() or 'Relpos' in name:
+            continue
+        if name.endswith('running_var'):
+            tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+        else:
+            tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.2)
+    return module

@@ -45,27 +45,13 @@ TINY_ARCHS = {
 }
 
 
-def randomized(model, seed=0):
-    """Distinct random weights and BN statistics (0.2 scale), derived buffers kept."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point() or 'rel_pos' in name:
-                continue
-            if name.endswith('running_var'):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.2)
-    return model
-
-
 def check_backbones(device):
     from mmvit_ext.models import backbones
-    from mmvit_ext.oracles import oracle_for
+    from mmvit_ext.oracles import oracle_for, randomize_
     dtypes = [torch.bfloat16] + ([torch.float16] if device.type == 'cuda' else [])
     print(f'1. backbones on {device} vs the CPU oracles (input 2x3x64x80)')
     for family, arch in TINY_ARCHS.items():
-        model = randomized(getattr(backbones, family)(arch, out_indices=(0, 1, 2, 3))).eval()
+        model = randomize_(getattr(backbones, family)(arch, out_indices=(0, 1, 2, 3))).eval()
         oracle = oracle_for(model).eval()
         x = torch.randn(2, 3, 64, 80)
         with torch.no_grad():

@@ -195,7 +195,7 @@ def load_config(path, cfg_options=None):
     return cfg
 
 
-def _clear_pretrained(model_cfg):
+def clear_pretrained(model_cfg):
     """Clear checkpoint loading anywhere in the model config (backbone, neck, heads)."""
     if isinstance(model_cfg, dict):
         if 'pretrained' in model_cfg:
@@ -204,10 +204,10 @@ def _clear_pretrained(model_cfg):
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             model_cfg['init_cfg'] = None
         for value in model_cfg.values():
-            _clear_pretrained(value)
+            clear_pretrained(value)
     elif isinstance(model_cfg, (list, tuple)):
         for value in model_cfg:
-            _clear_pretrained(value)
+            clear_pretrained(value)
 
 
 def build_model(cfg, for_training=False):
@@ -224,7 +224,7 @@ def build_model(cfg, for_training=False):
     registry = importlib.import_module(f'{scope}.registry').MODELS
 
     model_cfg = copy.deepcopy(cfg.model)
-    _clear_pretrained(model_cfg)
+    clear_pretrained(model_cfg)
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg.backbone.init_cfg = None
     model = registry.build(model_cfg)

@@ -121,7 +121,7 @@ class ConvRelPosEnc(nn.Module):
         B, d = v.shape[0], self.head_dims
         groups = [v[:, 0], torch.cat([v[:, 1], v[:, 2, :, :d]], dim=-1),
                   torch.cat([v[:, 2, :, d:], v[:, 3]], dim=-1)]
-        return [depthwise(group.reshape(B, H, W, -1), conv.weight, conv.bias)
+        return [depthwise(group.reshape(B, H, W, group.shape[-1]), conv.weight, conv.bias)
                 for group, conv in zip(groups, self.convs)]
 
 
@@ -150,7 +150,7 @@ def group_mix_attention(proxies, crpe, scale, height, width):
     context = torch.bmm(k.reshape(B * 4, N, seg).transpose(1, 2), v.reshape(B * 4, N, seg))
     attn = torch.bmm(q.reshape(B * 4, N, seg), context * mask).view(B, 4, N, seg)
     # the three CRPE groups cover heads 0-1, 2-4 and 5-7: concatenated they are head-major
-    conv = torch.cat([t.reshape(B, N, -1) for t in crpe(v, height, width)], dim=-1)
+    conv = torch.cat([t.flatten(1, 2) for t in crpe(v, height, width)], dim=-1)
     return torch.addcmul(attn.transpose(1, 2).reshape(B, N, 4 * seg),
                          q.transpose(1, 2).reshape(B, N, 4 * seg), conv)
 

@@ -40,6 +40,6 @@ class ResidualAttentionDownsample(nn.Module):
         if any(pad):  # average over the queries inside the map only
             inside = F.avg_pool3d(F.pad(logits.new_ones(1, 1, hw[0], hw[1], 1), pad), (2, 2, 1))
             pooled = pooled / inside
-        pooled = pooled.reshape(B, h, -1, K)
+        pooled = pooled.flatten(2, 3)  # (B, h, H'*W', K); no -1, so that B = 0 works
         return torch.einsum('bhnk,oh->bonk', pooled, self.head_mix.weight) + \
             self.head_mix.bias.view(1, -1, 1, 1)
