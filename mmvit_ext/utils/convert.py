@@ -9,7 +9,7 @@ from collections import OrderedDict
 import torch
 
 from .checkpoint import (OFFICIAL_SAFE_GLOBALS, load_checkpoint_file, save_checkpoint_file,
-                         unsafe_globals)
+                         state_dict_mismatches, unsafe_globals)
 
 TRUST_HINT = ('If the file comes from a source you trust, rerun with --trust-checkpoint, which '
               'loads it with weights_only=False and so runs whatever it holds.')
@@ -80,11 +80,8 @@ def check_state_dict(state_dict, model, optional_prefixes=(), what='converted we
 
     ``what`` names the weights in the message, ``hint`` says what to do about a mismatch.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.startswith(optional_prefixes)]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}'
-              for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    missing, unexpected, shapes = state_dict_mismatches(state_dict, model, revise_keys=())
+    missing = [k for k in missing if not k.startswith(optional_prefixes)]
     if missing or unexpected or shapes:
         raise RuntimeError(f'{what} and {type(model).__name__} differ:\n  missing keys: '
                            f'{missing}\n  unexpected keys: {unexpected}\n  shape mismatches: '
