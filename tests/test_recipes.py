@@ -227,7 +227,7 @@ def test_select_ema_weights_of_an_emahook_checkpoint(demo_root, tmp_path):
     cfg.train_dataloader.dataset.data_root = str(demo_root / 'data' / 'demo' / 'cls')
     cfg.train_dataloader.dataset.indices = 8
     cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.default_hooks.checkpoint = dict(type='mmvit_ext.SafeCheckpointHook', interval=1)
     # a short average, so that it is far from the trained weights after two steps
     cfg.custom_hooks = [dict(type='EMAHook', momentum=0.5, update_buffers=True)]
     runner = Runner.from_cfg(cfg)
