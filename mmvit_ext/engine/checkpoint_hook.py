@@ -10,7 +10,7 @@ import os.path as osp
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
 from ..registry import HOOKS
@@ -64,7 +64,10 @@ class SafeCheckpointHook(CheckpointHook):
     def after_load_checkpoint(self, runner, checkpoint):
         if 'message_hub' in checkpoint:
             restore_message_hub(checkpoint['message_hub'])
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model
+        # what mmengine loads the weights into: the module inside DDP and inside a TTA model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         state_dict = checkpoint.get('state_dict', checkpoint)
         missing, unexpected, shapes = state_dict_mismatches(state_dict, model)
         if not (missing or unexpected or shapes):
