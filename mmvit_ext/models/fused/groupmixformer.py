@@ -51,10 +51,10 @@ class FusedGroupMixBlock(FusedModule):
         self.norm1 = block.norm1
         # segment 0 (identity): its BN (the first s channels, shared by q, k, v) folded in
         weight, bias = attn.segment_weights(0)
-        self.qkv = [FusedLinear.fold(weight, bias, scale=scale[:seg].repeat(3),
-                                     shift=shift[:seg].repeat(3))]
-        self.qkv += [FusedLinear(*attn.segment_weights(i)) for i in range(1, 5)]
-        self.qkv = torch.nn.ModuleList(self.qkv)
+        identity = FusedLinear.fold(weight, bias, scale=scale[:seg].repeat(3),
+                                    shift=shift[:seg].repeat(3))
+        self.qkv = torch.nn.ModuleList(
+            [identity] + [FusedLinear(*attn.segment_weights(i)) for i in range(1, 5)])
         # proxies 1-3: depth-wise taps repeated for q, k, v; point-wise GEMM + BN + Hardswish
         self.proxy_dw = torch.nn.ParameterList(
             frozen(conv.weight.repeat(3, 1, 1, 1)) for conv in agg.local_dw)
