@@ -115,3 +115,13 @@ def checkpoint_calls(monkeypatch):
 
     monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', spy)
     return calls
+
+
+@pytest.fixture(params=['explicit', 'sdpa'])
+def attention_kernel(request, monkeypatch):
+    """Run the test once with every softmax attention of a CPU training step computed
+    explicitly and once through F.scaled_dot_product_attention (inference always uses SDPA)."""
+    from mmvit_ext.models.layers import attention_ops
+    monkeypatch.setattr(attention_ops, 'EXPLICIT_MAX_TOKENS',
+                        10**6 if request.param == 'explicit' else 0)
+    return request.param

@@ -45,7 +45,7 @@ def attention(dims=16, heads=4, pale_size=7):
     (1, 1, 7),
 ])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
-def test_attention_matches_oracle(height, width, pale_size, mode):
+def test_attention_matches_oracle(height, width, pale_size, mode, attention_kernel):
     torch.manual_seed(0)
     module = attention(pale_size=pale_size).train(mode == 'train')
     oracle = oracle_model(module)

@@ -67,7 +67,7 @@ def test_rel_pos_matches_oracle_and_is_cached():
 # -- attention vs oracle -----------------------------------------------------------------------
 @pytest.mark.parametrize('decomposed', [True, False])
 @pytest.mark.parametrize('training', [False, True])
-def test_attention_matches_oracle(decomposed, training):
+def test_attention_matches_oracle(decomposed, training, attention_kernel):
     torch.manual_seed(0)
     C, N = 48, 3
     ours_cls = DecomposedManhattanSelfAttention if decomposed else ManhattanSelfAttention

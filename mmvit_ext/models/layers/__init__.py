@@ -6,7 +6,8 @@ from .manhattan_attention import (DecomposedManhattanSelfAttention, ManhattanRel
 from .pale_attention import PaleShapedAttention
 from .patch_embed import ConvPatchEmbed
 from .residual_attention_downsample import ResidualAttentionDownsample
+from .attention_ops import softmax_attention
 
 __all__ = ['ConvPatchEmbed', 'ConvPosEnc', 'DecomposedManhattanSelfAttention', 'GroupMixAttention',
            'LessAttention', 'ManhattanRelPos', 'ManhattanSelfAttention', 'PaleShapedAttention',
-           'ResidualAttentionDownsample', 'VanillaAttention']
+           'ResidualAttentionDownsample', 'VanillaAttention', 'softmax_attention']

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmvit_ext.registry import MODELS
+from .attention_ops import softmax_attention
 
 
 def rotate_every_two(x):
@@ -114,8 +115,8 @@ class ManhattanRelPos(nn.Module):
         angle = self.angle.to(device)
         index = torch.arange(height * width, device=device, dtype=angle.dtype)
         phase = (index[:, None] * angle[0::2]).reshape(height, width, 1, -1)
-        real_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        rotation = torch.complex(phase.cos(), phase.sin()).to(real_dtype.to_complex())
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        rotation = torch.complex(phase.cos(), phase.sin()).to(complex_dtype)
         ys = torch.arange(height, device=device, dtype=decay.dtype)
         xs = torch.arange(width, device=device, dtype=decay.dtype)
         dist_h = (ys[:, None] - ys[None]).abs()
@@ -147,9 +148,10 @@ def manhattan_attention(q, k, v, mask, scale):
     -> (B, H, W, C).
     """
     B, H, W, N, d = q.shape
-    # (B, L, N, d) -> (B, N, L, d) are strided views; SDPA takes them as they are.
+    # (B, L, N, d) -> (B, N, L, d) are strided views; both attention kernels take them as they
+    # are.
     q, k, v = (t.reshape(B, H * W, N, d).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    out = softmax_attention(q, k, v, mask, scale)
     return out.transpose(1, 2).reshape(B, H, W, N * d)
 
 
@@ -164,12 +166,12 @@ def decomposed_manhattan_attention(q, k, v, mask_w, mask_h, scale):
     # W pass: (B, H, W, N, d) viewed as (B*H, N, W, d) without a copy.
     q_w, k_w, v_w = (t.view(B, H, W, N, d).permute(0, 1, 3, 2, 4).flatten(0, 1)
                      for t in (q, k, v))
-    v1 = F.scaled_dot_product_attention(q_w, k_w, v_w, attn_mask=mask_w, scale=scale)
+    v1 = softmax_attention(q_w, k_w, v_w, mask_w, scale)
     # H pass: (B*W, N, H, d), so that the (1, N, H, H) mask broadcasts over the columns (a
     # mask repeated over them would take ~200 MB at stage 1 of an 800x1333 image).
     q_h, k_h = (t.permute(0, 2, 3, 1, 4).reshape(B * W, N, H, d) for t in (q, k))
     v1 = v1.view(B, H, N, W, d).permute(0, 3, 2, 1, 4).reshape(B * W, N, H, d)
-    out = F.scaled_dot_product_attention(q_h, k_h, v1, attn_mask=mask_h, scale=scale)
+    out = softmax_attention(q_h, k_h, v1, mask_h, scale)
     return out.view(B, W, N, H, d).permute(0, 3, 1, 2, 4).reshape(B, H, W, N * d)
 
 
@@ -230,8 +232,8 @@ class ManhattanSelfAttention(_ManhattanAttentionBase):
     """Full Manhattan self-attention (RMT stage 4, and stage 3 of RMT-T).
 
     ``out_proj(softmax(q~ k~^T / sqrt(d) + decay_n * (|dy| + |dx|)) v + LCE(v))`` with q~, k~
-    the rotated queries and keys, computed by ``scaled_dot_product_attention`` with the
-    log-decay as additive mask.
+    the rotated queries and keys, computed by :func:`softmax_attention` with the log-decay as
+    additive mask.
 
     Args:
         embed_dims (int): Channels C.

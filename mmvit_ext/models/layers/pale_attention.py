@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmvit_ext.registry import MODELS
+from .attention_ops import softmax_attention
 
 
 def _pair(value, name):
@@ -59,8 +60,7 @@ class PaleShapedAttention(nn.Module):
 
     The groups are gathered and scattered with reshapes and permutes only: writing a row index
     as ``y = j * n_r + g`` (``j < s_r``), the padded height factors as ``(s_r, n_r)`` and ``g``
-    moves next to the batch. Attention itself runs through
-    ``F.scaled_dot_product_attention``.
+    moves next to the batch. Attention itself runs through :func:`softmax_attention`.
 
     Args:
         embed_dims (int): Channels C.
@@ -128,9 +128,8 @@ class PaleShapedAttention(nn.Module):
             t = t.reshape(B, s, n, W, heads, d).permute(0, 2, 4, 1, 3, 5)
             return t.reshape(B * n, heads, s * W, d)
 
-        out = F.scaled_dot_product_attention(
-            gather(q), gather(k), gather(v), attn_mask=mask,
-            dropout_p=self.attn_drop if self.training else 0.)
+        out = softmax_attention(gather(q), gather(k), gather(v), mask,
+                                dropout_p=self.attn_drop if self.training else 0.)
         # Scatter: (B*n, heads, s*W, d) -> (B, s, n, W, heads, d) -> (B, H', W, C/2).
         out = out.view(B, n, heads, s, W, d).permute(0, 3, 1, 4, 2, 5)
         return out.reshape(B, padded, W, heads * d)[:, :H]
