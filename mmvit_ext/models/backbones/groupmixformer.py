@@ -166,5 +166,7 @@ class GroupMixFormer(BaseBackbone):
                 x = self.run_block(block, x)
             x = x.permute(0, 3, 1, 2)
             if i in self.out_indices:
-                outs.append(x)
+                # NCHW-contiguous: mmcv's CPU RoIAlign reads the memory as NCHW and returns
+                # wrong values for a channels-last map without any error.
+                outs.append(x.contiguous())
         return tuple(outs)

@@ -200,5 +200,7 @@ class RMT(BaseBackbone):
                 x = self.run_block(block, x, rel_pos)
             if i in self.out_indices:
                 out = self.out_norms[i](x) if self.out_norms is not None else x
-                outs.append(out.permute(0, 3, 1, 2))
+                # NCHW-contiguous: mmcv's CPU RoIAlign reads the memory as NCHW and returns
+                # wrong values for a channels-last map (a permuted view) without any error.
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
