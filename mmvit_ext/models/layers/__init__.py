@@ -1,3 +1,4 @@
+from .attention_ops import softmax_attention
 from .conv_pos_enc import ConvPosEnc
 from .group_mix_attention import GroupMixAttention
 from .less_attention import LessAttention, VanillaAttention
@@ -6,7 +7,6 @@ from .manhattan_attention import (DecomposedManhattanSelfAttention, ManhattanRel
 from .pale_attention import PaleShapedAttention
 from .patch_embed import ConvPatchEmbed
 from .residual_attention_downsample import ResidualAttentionDownsample
-from .attention_ops import softmax_attention
 
 __all__ = ['ConvPatchEmbed', 'ConvPosEnc', 'DecomposedManhattanSelfAttention', 'GroupMixAttention',
            'LessAttention', 'ManhattanRelPos', 'ManhattanSelfAttention', 'PaleShapedAttention',
