@@ -118,10 +118,9 @@ def checkpoint_calls(monkeypatch):
 
 
 @pytest.fixture(params=['explicit', 'sdpa'])
-def attention_kernel(request, monkeypatch):
-    """Run the test once with every softmax attention of a CPU training step computed
-    explicitly and once through F.scaled_dot_product_attention (inference always uses SDPA)."""
-    from mmvit_ext.models.layers import attention_ops
-    monkeypatch.setattr(attention_ops, 'EXPLICIT_MAX_TOKENS',
-                        10**6 if request.param == 'explicit' else 0)
-    return request.param
+def attention_kernel(request):
+    """Run the test once with every softmax attention computed explicitly and once through
+    F.scaled_dot_product_attention."""
+    from mmvit_ext.models.layers import attention_kernel as forced
+    with forced(request.param):
+        yield request.param

@@ -33,7 +33,6 @@ def sdpa_calls(monkeypatch):
 @pytest.mark.parametrize('kernel', ['explicit', 'sliced', 'sdpa'])
 @pytest.mark.parametrize('mask_kind', ['none', 'float', 'bool'])
 def test_both_kernels_match_reference(kernel, mask_kind, monkeypatch, sdpa_calls):
-    monkeypatch.setattr(sa, 'EXPLICIT_MAX_TOKENS', 0 if kernel == 'sdpa' else 10**6)
     if kernel == 'sliced':  # two batch elements' scores per slice: slices of 2, 1
         monkeypatch.setattr(sa, 'CHUNK_SCORES', 2 * 2 * 19 * 19)
     matmuls = []
@@ -46,7 +45,8 @@ def test_both_kernels_match_reference(kernel, mask_kind, monkeypatch, sdpa_calls
             'bool': torch.rand(3, 1, 1, 19) > 0.3}[mask_kind]
     if mask is not None and mask.dtype == torch.bool:
         mask[..., 0] = True  # every row keeps a key
-    out = sa.softmax_attention(q, k, v, mask, scale=0.3)
+    with sa.attention_kernel('sdpa' if kernel == 'sdpa' else 'explicit'):
+        out = sa.softmax_attention(q, k, v, mask, scale=0.3)
     assert len(sdpa_calls) == (kernel == 'sdpa')
     assert len(matmuls) == {'explicit': 2, 'sliced': 4, 'sdpa': 0}[kernel]
     ref = reference(q, k, v, mask, 0.3)
@@ -75,11 +75,29 @@ def test_kernel_choice(sdpa_calls):
     assert not sa.uses_explicit_attention(*meta[:2])  # only the CPU has the measured gain
 
 
-def test_dropout_only_in_explicit_training_path(monkeypatch):
-    monkeypatch.setattr(sa, 'EXPLICIT_MAX_TOKENS', 10**6)
+def test_forced_kernel_overrides_the_choice_and_is_restored(sdpa_calls):
+    short = [torch.randn(2, 2, 6, 8, requires_grad=True) for _ in range(3)]
+    with sa.attention_kernel('sdpa'):
+        assert not sa.uses_explicit_attention(*short[:2])
+        sa.softmax_attention(*short)
+    assert len(sdpa_calls) == 1
+    with torch.no_grad(), sa.attention_kernel('explicit'):
+        assert sa.uses_explicit_attention(*short[:2])
+        sa.softmax_attention(*short)
+    assert len(sdpa_calls) == 1
+    with pytest.raises(RuntimeError), sa.attention_kernel('sdpa'):
+        raise RuntimeError
+    assert sa.uses_explicit_attention(*short[:2])  # back to the measured choice
+    with pytest.raises(ValueError, match="unknown kernel 'flash'.*'auto', 'explicit', 'sdpa'"):
+        with sa.attention_kernel('flash'):
+            pass
+
+
+def test_dropout_only_in_explicit_training_path():
     q, k, v = (torch.randn(2, 1, 6, 4, requires_grad=True) for _ in range(3))
     torch.manual_seed(1)
-    dropped = sa.softmax_attention(q, k, v, dropout_p=0.5)
-    kept = sa.softmax_attention(q, k, v)
+    with sa.attention_kernel('explicit'):
+        dropped = sa.softmax_attention(q, k, v, dropout_p=0.5)
+        kept = sa.softmax_attention(q, k, v)
     assert not torch.allclose(dropped, kept)
     torch.testing.assert_close(kept, reference(q, k, v, None, 0.5).float(), rtol=0, atol=1e-6)

@@ -199,6 +199,37 @@ def test_train_runner_updates_the_weights_through_the_optim_wrapper(demo_root, m
     assert runner.images() == 2
 
 
+def test_train_runner_computes_attention_with_its_kernel(demo_root, monkeypatch, capsys):
+    """--baseline-attention-kernel sdpa: the baseline is the config itself, its training steps
+    run every softmax attention through SDPA, the model's through the measured (explicit)
+    choice."""
+    import torch
+    from mmengine.config import Config
+
+    from mmvit_ext.models.layers import attention_ops
+    monkeypatch.chdir(demo_root)
+    benchmark = load_tool('benchmark')
+    calls = []
+    real_sdpa, real_explicit = attention_ops.F.scaled_dot_product_attention, \
+        attention_ops._explicit
+    monkeypatch.setattr(attention_ops.F, 'scaled_dot_product_attention',
+                        lambda *a, **kw: calls.append('sdpa') or real_sdpa(*a, **kw))
+    monkeypatch.setattr(attention_ops, '_explicit',
+                        lambda *a: calls.append('explicit') or real_explicit(*a))
+    runner = benchmark.build_train_runner('model', Config.fromfile(SEG_CFG),
+                                          torch.device('cpu'), 2, False, 1)
+    for kernel in ('auto', 'sdpa', 'explicit'):
+        runner.attention_kernel = kernel
+        calls.clear()
+        runner()
+        assert calls and set(calls) == {'sdpa' if kernel == 'sdpa' else 'explicit'}, kernel
+    benchmark.main([SEG_CFG, '--train', '--repeat', '1', '--warmup', '0',
+                    '--device', 'cpu', '--batch', '2', '--baseline-attention-kernel', 'sdpa'])
+    out = capsys.readouterr().out
+    assert 'attention kernels: model auto, baseline sdpa' in out
+    assert _report_rows(out, ['model', 'baseline'])[0] == ['64x64']
+
+
 # -- plots ---------------------------------------------------------------------------------------
 SCALARS = [
     dict(lr=1e-3, loss=2.0, loss_cls=1.5, step=10), dict(lr=8e-4, loss=1.2, loss_cls=0.9, step=20),

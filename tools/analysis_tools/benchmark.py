@@ -7,7 +7,8 @@ Usage::
     python tools/analysis_tools/benchmark.py CONFIG [--train] [--backbone-only]
         [--sizes 224 448 896] [--batch N] [--repeat 10] [--warmup 2] [--device cpu|cuda]
         [--amp] [--threads N] [--oracle] [--fuse auto|on|off]
-        [--baseline-config CONFIG2] [--baseline-cfg-options KEY=VALUE ...]
+        [--attention-kernel auto|explicit|sdpa] [--baseline-config CONFIG2]
+        [--baseline-cfg-options KEY=VALUE ...] [--baseline-attention-kernel KERNEL]
         [--cfg-options KEY=VALUE ...] [--out FILE.json]
 
 What is measured:
@@ -43,6 +44,11 @@ The compared models run interleaved (A, B, A, B, ...) so machine noise hits them
   and the unfused model is timed beside it as ``plain``;
 * ``--baseline-cfg-options``: a second model built from the config (or ``--baseline-config``)
   with these overrides applied after ``--cfg-options`` (e.g. ``model.backbone.attn_type=global``);
+* ``--attention-kernel`` / ``--baseline-attention-kernel``: how the softmax attentions of the
+  model / the baseline are computed (``mmvit_ext.models.layers.attention_kernel``: ``auto``, the
+  measured choice; ``explicit``; ``sdpa``); the baseline kernel alone makes the baseline the
+  same config, e.g. ``--train --baseline-attention-kernel sdpa`` times the measured choice
+  against SDPA everywhere;
 * ``--out``: the figures as JSON (read by gather_results.py and plot_results.py);
 * ``x vs N``: throughput ratio of every runner against each later one, from the same
   interleaved run;
@@ -62,6 +68,7 @@ import time
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from mmvit_ext.models.layers import attention_kernel  # noqa: E402
 
 
 def _load_get_flops():
@@ -186,9 +193,11 @@ class Runner:
         self.device = device
         self.amp = amp
         self.params = sum(p.numel() for p in module.parameters())
+        self.attention_kernel = 'auto'
 
     def __call__(self, x):
-        with torch.no_grad(), _autocast(self.device, self.amp):
+        with torch.no_grad(), _autocast(self.device, self.amp), \
+                attention_kernel(self.attention_kernel):
             return self.module(x)
 
     def images(self, x):
@@ -213,7 +222,8 @@ class WholeModelRunner(Runner):
         self.data = data
 
     def __call__(self, x=None):
-        with torch.no_grad(), _autocast(self.device, self.amp):
+        with torch.no_grad(), _autocast(self.device, self.amp), \
+                attention_kernel(self.attention_kernel):
             return self.module.test_step(self.data)
 
     def images(self, x=None):
@@ -233,11 +243,13 @@ class TrainRunner(Runner):
         self.optim_wrapper = optim_wrapper
         self.batches = batches
         self.step = 0
+        self.attention_kernel = 'auto'
 
     def __call__(self, x=None):
         data = self.batches[self.step % len(self.batches)]
         self.step += 1
-        return self.module.train_step(data, self.optim_wrapper)
+        with attention_kernel(self.attention_kernel):
+            return self.module.train_step(data, self.optim_wrapper)
 
     def images(self, x=None):
         return len(self.batches[self.step % len(self.batches)]['inputs'])
@@ -419,6 +431,12 @@ def parse_args(argv=None):
                         help='time the model through mmvit_ext.fuse_for_cpu_inference, beside '
                              'the plain one (auto: on CPU fp32 where the model has fusable '
                              'blocks; never with --train)')
+    parser.add_argument('--attention-kernel', choices=['auto', 'explicit', 'sdpa'],
+                        default='auto', help='how the model computes its softmax attentions '
+                        '(auto: the measured choice of mmvit_ext.models.layers.softmax_attention)')
+    parser.add_argument('--baseline-attention-kernel', choices=['auto', 'explicit', 'sdpa'],
+                        help='the same for the baseline; alone, it makes the baseline the '
+                             'config itself')
     parser.add_argument('--baseline-config',
                         help='a second config to compare with (gets --cfg-options too)')
     parser.add_argument('--baseline-cfg-options', nargs='+', action=DictAction,
@@ -446,7 +464,7 @@ def main(argv=None):
 
     cfg = get_flops.load_config(args.config, args.cfg_options)
     baseline_cfg = None
-    if args.baseline_config or args.baseline_cfg_options:
+    if args.baseline_config or args.baseline_cfg_options or args.baseline_attention_kernel:
         baseline_cfg = get_flops.load_config(args.baseline_config or args.config,
                                              args.cfg_options)
         baseline_cfg.merge_from_dict(args.baseline_cfg_options or {})
@@ -495,6 +513,10 @@ def main(argv=None):
                 baseline, _ = build_benchmarked_module(baseline_cfg, args.backbone_only)
                 runners.append(make('baseline', baseline))
 
+    for runner in runners:
+        runner.attention_kernel = args.attention_kernel
+        if runner.name == 'baseline' and args.baseline_attention_kernel:
+            runner.attention_kernel = args.baseline_attention_kernel
     memory = CudaPeakMemory() if device.type == 'cuda' else CpuPeakMemory()
     print(f'Config: {args.config}')
     batch = args.batch or (runners[0].images() if mode != 'tensor' else 8)
@@ -511,6 +533,10 @@ def main(argv=None):
         print(f'  baseline config: {args.baseline_config}')
     if args.baseline_cfg_options:
         print(f'  baseline overrides: {dict(args.baseline_cfg_options)}')
+    kernels = {runner.attention_kernel for runner in runners}
+    if kernels != {'auto'}:
+        print('  attention kernels: ' + ', '.join(f'{runner.name} {runner.attention_kernel}'
+                                                  for runner in runners))
     what = {'train': 'one training step (forward, backward, optimizer step)',
             'whole': 'one test_step (data preprocessor, model, post-processing)',
             'tensor': 'one forward'}[mode]

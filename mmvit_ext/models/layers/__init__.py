@@ -1,4 +1,4 @@
-from .attention_ops import softmax_attention
+from .attention_ops import attention_kernel, softmax_attention
 from .conv_pos_enc import ConvPosEnc
 from .group_mix_attention import GroupMixAttention
 from .less_attention import LessAttention, VanillaAttention
@@ -10,4 +10,5 @@ from .residual_attention_downsample import ResidualAttentionDownsample
 
 __all__ = ['ConvPatchEmbed', 'ConvPosEnc', 'DecomposedManhattanSelfAttention', 'GroupMixAttention',
            'LessAttention', 'ManhattanRelPos', 'ManhattanSelfAttention', 'PaleShapedAttention',
-           'ResidualAttentionDownsample', 'VanillaAttention', 'softmax_attention']
+           'ResidualAttentionDownsample', 'VanillaAttention', 'attention_kernel',
+           'softmax_attention']

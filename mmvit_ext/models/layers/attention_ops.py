@@ -15,7 +15,11 @@ keys goes the explicit way; everything else (longer rows, no gradients, CUDA) go
 SDPA. Measured forward + backward, 2 threads, SDPA time / explicit time: 1.13x-1.95x for the
 rows of 28-76 tokens of RMT-S at 224 (batch 8 and 16) and of RMT at 800x1216 stage 3; 0.95x at
 196 tokens, 0.6-0.8x at 304-950 tokens, where SDPA also saves the memory of the probabilities.
+
+:func:`attention_kernel` overrides the choice inside a ``with`` block, e.g. to time both ways
+(``tools/analysis_tools/benchmark.py --baseline-attention-kernel sdpa``).
 """
+import contextlib
 import math
 
 import torch
@@ -25,10 +29,29 @@ import torch.nn.functional as F
 EXPLICIT_MAX_TOKENS = 128
 #: Score elements per slice of the explicit computation.
 CHUNK_SCORES = 2**20
+#: What :func:`attention_kernel` accepts.
+KERNELS = ('auto', 'explicit', 'sdpa')
+_forced_kernel = 'auto'
+
+
+@contextlib.contextmanager
+def attention_kernel(kernel):
+    """Within the block, every :func:`softmax_attention` runs ``kernel``: ``'explicit'``,
+    ``'sdpa'`` or ``'auto'`` (the measured choice of :func:`uses_explicit_attention`)."""
+    global _forced_kernel
+    if kernel not in KERNELS:
+        raise ValueError(f'attention_kernel: unknown kernel {kernel!r}; use one of {KERNELS}.')
+    previous, _forced_kernel = _forced_kernel, kernel
+    try:
+        yield
+    finally:
+        _forced_kernel = previous
 
 
 def uses_explicit_attention(q, k):
     """Whether :func:`softmax_attention` computes ``q``, ``k`` explicitly (see module doc)."""
+    if _forced_kernel != 'auto':
+        return _forced_kernel == 'explicit'
     return (q.device.type == 'cpu' and torch.is_grad_enabled()
             and (q.requires_grad or k.requires_grad)
             and k.shape[-2] <= EXPLICIT_MAX_TOKENS)
