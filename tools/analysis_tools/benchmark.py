@@ -69,6 +69,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmvit_ext.models.layers import attention_kernel  # noqa: E402
+from mmvit_ext.models.layers.attention_ops import KERNELS  # noqa: E402
 
 
 def _load_get_flops():
@@ -431,10 +432,10 @@ def parse_args(argv=None):
                         help='time the model through mmvit_ext.fuse_for_cpu_inference, beside '
                              'the plain one (auto: on CPU fp32 where the model has fusable '
                              'blocks; never with --train)')
-    parser.add_argument('--attention-kernel', choices=['auto', 'explicit', 'sdpa'],
+    parser.add_argument('--attention-kernel', choices=KERNELS,
                         default='auto', help='how the model computes its softmax attentions '
                         '(auto: the measured choice of mmvit_ext.models.layers.softmax_attention)')
-    parser.add_argument('--baseline-attention-kernel', choices=['auto', 'explicit', 'sdpa'],
+    parser.add_argument('--baseline-attention-kernel', choices=KERNELS,
                         help='the same for the baseline; alone, it makes the baseline the '
                              'config itself')
     parser.add_argument('--baseline-config',

@@ -40,6 +40,13 @@ def check_drop_path_rate(rate, family):
         raise ValueError(f'{family}: drop_path_rate must be in [0, 1), got {rate}.')
 
 
+def dense_output(x):
+    """A stage output ``(B, C, H, W)`` as returned by ``forward``: NCHW-contiguous, because
+    mmcv's CPU RoIAlign reads its input's memory as NCHW and returns wrong values for a
+    channels-last map (a permuted (B, H, W, C) tensor) without any error."""
+    return x.contiguous()
+
+
 class BackboneStage(nn.Module):
     """One stage of the shared layout: ``downsample`` (None or a module, applied first) then
     ``blocks``; families add their own per-stage members as attributes."""

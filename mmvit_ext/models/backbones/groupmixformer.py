@@ -19,7 +19,7 @@ from mmcv.cnn.bricks import DropPath
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
 from mmvit_ext.registry import MODELS
-from .base import BackboneStage, BaseBackbone, check_drop_path_rate
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
 
 
 class ConvBNAct(nn.Sequential):
@@ -166,7 +166,5 @@ class GroupMixFormer(BaseBackbone):
                 x = self.run_block(block, x)
             x = x.permute(0, 3, 1, 2)
             if i in self.out_indices:
-                # NCHW-contiguous: mmcv's CPU RoIAlign reads the memory as NCHW and returns
-                # wrong values for a channels-last map without any error.
-                outs.append(x.contiguous())
+                outs.append(dense_output(x))
         return tuple(outs)

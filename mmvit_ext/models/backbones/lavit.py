@@ -24,7 +24,7 @@ from ..layers.less_attention import LessAttention, VanillaAttention
 from ..layers.patch_embed import ConvPatchEmbed
 from ..layers.residual_attention_downsample import ResidualAttentionDownsample
 from ..losses.diagonality_loss import DiagonalityLoss
-from .base import BackboneStage, BaseBackbone, check_drop_path_rate
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
 
 # PVTv2's patch-embedding LayerNorm (torch default eps)
 PVT_LN = dict(type='LN', eps=1e-5)
@@ -214,7 +214,7 @@ class LaViT(BaseBackbone):
             # NCHW view of the channels-last map: the next conv takes it without a copy
             x = self.out_norms[i](x).view(B, H, W, C).permute(0, 3, 1, 2)
             if i in self.out_indices:
-                outs.append(x.contiguous())
+                outs.append(dense_output(x))
         if la_logits:
             self._aux_losses = {self.dp_loss.loss_name: self.dp_loss(la_logits, la_hws)}
         return tuple(outs)

@@ -10,7 +10,7 @@ from mmvit_ext.registry import MODELS
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention
 from ..layers.patch_embed import ConvPatchEmbed
-from .base import BackboneStage, BaseBackbone, check_drop_path_rate
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
 
 
 class PaleBlock(nn.Module):
@@ -118,5 +118,5 @@ class PaleTransformer(BaseBackbone):
                 x = self.run_block(block, x)
             if i in self.out_indices:
                 out = self.out_norms[i](x) if self.out_norms is not None else x
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append(dense_output(out.permute(0, 3, 1, 2)))
         return tuple(outs)

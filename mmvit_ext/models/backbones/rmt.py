@@ -17,7 +17,7 @@ from mmvit_ext.registry import MODELS
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
 from ..layers.layer_scale import LayerScale
-from .base import BackboneStage, BaseBackbone, check_drop_path_rate
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
 
 
 class RMTStem(nn.Sequential):
@@ -200,7 +200,5 @@ class RMT(BaseBackbone):
                 x = self.run_block(block, x, rel_pos)
             if i in self.out_indices:
                 out = self.out_norms[i](x) if self.out_norms is not None else x
-                # NCHW-contiguous: mmcv's CPU RoIAlign reads the memory as NCHW and returns
-                # wrong values for a channels-last map (a permuted view) without any error.
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append(dense_output(out.permute(0, 3, 1, 2)))
         return tuple(outs)
