@@ -25,6 +25,77 @@ def test_setup_env_refuses_to_delete_a_folder_it_did_not_create(tmp_path):
     assert (env_dir / 'precious.txt').read_text() == 'keep me'
 
 
+LOCK = osp.join(REPO, 'requirements.lock')
+CHECK_ENV = osp.join(REPO, 'tools', 'check_env.py')
+
+
+def read_requirements(path):
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    reqs = [Requirement(line.split('#')[0].strip()) for line in open(path)
+            if line.split('#')[0].strip()]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def test_lock_pins_every_requirement_at_a_version_it_allows():
+    lock = read_requirements(LOCK)
+    for name, req in lock.items():
+        pins = [s for s in req.specifier if s.operator == '==']
+        # one exact version; only exclusions of local builds beside it (torch's +cpu)
+        assert len(pins) == 1 and all(s.operator == '==' or '+' in s.version
+                                      for s in req.specifier), f'{name}: {req}'
+    for name, req in read_requirements(osp.join(REPO, 'requirements.txt')).items():
+        assert name in lock, f'{name} of requirements.txt is not in the lock: relock'
+        version = next(s.version for s in lock[name].specifier if s.operator == '==')
+        assert req.specifier.contains(version, prereleases=True), (
+            f'the lock pins {name}=={version}, requirements.txt asks for {req}: relock')
+
+
+@pytest.mark.skipif(not osp.isfile(osp.join(sys.prefix, '.mmvit_ext_env')),
+                    reason='not an environment made by tools/setup_env.sh')
+def test_environment_made_by_the_setup_script_matches_the_lock():
+    proc = subprocess.run([sys.executable, CHECK_ENV, '--lock', LOCK],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_environment_path_changes_with_the_lock_and_the_setup_script(tmp_path):
+    (tmp_path / 'tools').mkdir()
+    script = tmp_path / 'tools' / 'setup_env.sh'
+    shutil.copy(osp.join(REPO, 'tools', 'setup_env.sh'), script)
+    shutil.copy(LOCK, tmp_path / 'requirements.lock')
+
+    def env_path():
+        return subprocess.run(['bash', str(script), '--print-path'], check=True, text=True,
+                              capture_output=True, env=dict(os.environ, HOME=str(tmp_path)),
+                              timeout=60).stdout.strip()
+
+    paths = [env_path()]
+    with open(tmp_path / 'requirements.lock', 'a') as f:
+        f.write('extra-package==1.0\n')
+    paths.append(env_path())
+    with open(script, 'a') as f:
+        f.write('# a changed install step\n')
+    paths.append(env_path())
+    assert len(set(paths)) == 3 and all(str(tmp_path) in p for p in paths), paths
+
+
+def test_build_prerequisites_name_the_fix_for_a_setuptools_without_pkg_resources(tmp_path):
+    """Where setuptools >= 82 comes first on the path, the check names the bound and the pip
+    command; in this environment it passes."""
+    ok = subprocess.run([sys.executable, CHECK_ENV, '--build-prereqs'], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    newer = tmp_path / 'setuptools-84.2.1.dist-info'
+    newer.mkdir()
+    (newer / 'METADATA').write_text('Metadata-Version: 2.1\nName: setuptools\n'
+                                    'Version: 84.2.1\n')
+    proc = subprocess.run([sys.executable, CHECK_ENV, '--build-prereqs'], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert proc.returncode == 1
+    assert 'found 84.2.1' in proc.stderr and 'pip install "setuptools<82"' in proc.stderr
+
+
 def test_check_env_lists_nothing_missing_in_the_test_environment():
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'check_env.py'), '--missing'],
                           capture_output=True, text=True, timeout=120)

@@ -5,19 +5,35 @@ Run by ``tools/setup_env.sh`` after every install. Exit code 1 with one line per
 ``--missing`` (used by ``setup_env.sh --active``) instead prints the requirements of
 requirements.txt that are not installed, one per line, and exits 1 when one is installed at a
 version the stack cannot use.
+
+``--build-prereqs [--cuda]`` checks what building mmcv from its sdist needs in this
+environment (run before the build, and by CI on every run, so that a change that would break a
+fresh install shows even where mmcv comes from a cache); each missing piece is one line with
+its fix.
+
+``--lock FILE`` checks that the installed distributions are exactly the pins of the lock.
 """
 import importlib
 import importlib.metadata
+import argparse
+import glob
 import importlib.util
+import os
 import os.path as osp
+import re
+import shutil
+import subprocess
 import sys
+import sysconfig
 
 REQUIREMENTS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'requirements.txt')
+# mmcv 2.1.0's setup.py imports pkg_resources, which setuptools 82 removed.
+MMCV_BUILD_SETUPTOOLS = '<82'
 # Versions an existing environment may have (looser than the pins of requirements.txt, which
 # are what a fresh install gets): mmcv's range is what mmdet 3.x and mmseg 1.x accept at import.
 ACCEPTED = {
     'torch': '>=2.0', 'mmengine': '>=0.10', 'mmcv': '>=2.0.0rc4,<2.2.0', 'mmdet': '>=3.0',
-    'mmsegmentation': '>=1.0', 'mmpretrain': '>=1.0', 'setuptools': '<82',
+    'mmsegmentation': '>=1.0', 'mmpretrain': '>=1.0', 'setuptools': MMCV_BUILD_SETUPTOOLS,
 }
 # distribution name -> import name, where they differ (a fork such as onedl-mmcv keeps the
 # import name, so presence is decided by the import name)
@@ -123,13 +139,127 @@ def _mmvit_ext():
     import mmvit_ext  # noqa: F401
 
 
+def build_prerequisite_problems(cuda=False):
+    """What building mmcv from source with ``--no-build-isolation`` would miss here: one
+    ``what is missing: how to fix it`` line each."""
+    from packaging.specifiers import SpecifierSet
+    problems = []
+    setuptools_version = installed_version('setuptools')
+    if setuptools_version is None or setuptools_version not in SpecifierSet(
+            MMCV_BUILD_SETUPTOOLS):
+        problems.append(f'setuptools{MMCV_BUILD_SETUPTOOLS} (found {setuptools_version}): '
+                        f'pip install "setuptools{MMCV_BUILD_SETUPTOOLS}" (mmcv\'s setup.py '
+                        f'imports pkg_resources, which setuptools 82 removed)')
+    elif importlib.util.find_spec('pkg_resources') is None:
+        problems.append('pkg_resources (part of setuptools) does not import: '
+                        f'pip install --force-reinstall "setuptools{MMCV_BUILD_SETUPTOOLS}"')
+    for module in ('wheel', 'ninja', 'torch'):
+        if importlib.util.find_spec(module) is None:
+            problems.append(f'{module} is not installed: the build runs without isolation and '
+                            f'imports it; install it from the lock first')
+    if shutil.which(os.environ.get('CXX', 'c++')) is None:
+        problems.append('no C++ compiler (c++ or $CXX): install one, e.g. apt-get install g++')
+    if not osp.isfile(osp.join(sysconfig.get_paths()['include'], 'Python.h')):
+        problems.append('Python.h is missing: install the Python headers, e.g. apt-get install '
+                        f'python{sys.version_info.major}.{sys.version_info.minor}-dev')
+    if cuda:
+        problems += cuda_build_problems()
+    return problems
+
+
+def cuda_include_dirs():
+    """Header folders of the CUDA wheels that torch's standard build installs (they hold the
+    cusparse.h and cublas headers that torch's CUDA headers include and that a bare CUDA
+    toolkit may lack)."""
+    spec = importlib.util.find_spec('nvidia')
+    roots = list(spec.submodule_search_locations) if spec else []
+    return sorted(d for root in roots for d in glob.glob(osp.join(root, '*', 'include'))
+                  if osp.isfile(osp.join(d, 'cusparse.h')))
+
+
+def cuda_build_problems():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+    if torch.version.cuda is None:
+        return [f'torch {torch.__version__} is a CPU-only build: install the standard build '
+                f'(the lock\'s torch) to build mmcv with CUDA ops']
+    nvcc = osp.join(CUDA_HOME, 'bin', 'nvcc') if CUDA_HOME else None
+    if nvcc is None or not osp.isfile(nvcc):
+        return [f'nvcc not found: install the CUDA {torch.version.cuda} toolkit and set '
+                f'CUDA_HOME to it (found CUDA_HOME={CUDA_HOME})']
+    if not osp.isfile(osp.join(CUDA_HOME, 'include', 'cuda_runtime.h')):
+        return [f'CUDA_HOME={CUDA_HOME} is not a CUDA toolkit (no include/cuda_runtime.h; '
+                f'torch guesses it from the nvcc on PATH): set CUDA_HOME, e.g. /usr/local/cuda']
+    release = re.search(r'release (\d+)\.(\d+)', subprocess.run(
+        [nvcc, '--version'], capture_output=True, text=True).stdout)
+    if release is None or release.group(1) != torch.version.cuda.split('.')[0]:
+        return [f'{nvcc} is CUDA {release and release.group(0)}, torch was built with CUDA '
+                f'{torch.version.cuda}: set CUDA_HOME to a matching toolkit']
+    if not (osp.isfile(osp.join(CUDA_HOME, 'include', 'cusparse.h')) or cuda_include_dirs()):
+        return ['cusparse.h is neither in the CUDA toolkit nor in the nvidia wheels: install '
+                'the lock\'s torch (its nvidia-* wheels ship the headers)']
+    return []
+
+
+def lock_mismatches(lock_path):
+    """Differences between the installed distributions and the ``name==version`` pins of a
+    lock file (this package itself aside)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    pinned = {}
+    for line in open(lock_path):
+        line = line.split('#')[0].strip()
+        if line:
+            req = Requirement(line)
+            pinned[canonicalize_name(req.name)] = req.specifier
+    installed = {canonicalize_name(d.metadata['Name']): d.version
+                 for d in importlib.metadata.distributions()}
+    installed.pop('mmvit-ext', None)
+    installed.pop('pip', None)
+    problems = [f'{name} is not installed (lock: {spec})' for name, spec in pinned.items()
+                if name not in installed]
+    problems += [f'{name} {installed[name]} is installed, the lock says {spec}'
+                 for name, spec in pinned.items()
+                 if name in installed and installed[name] not in spec]
+    problems += [f'{name} {version} is installed but not in the lock'
+                 for name, version in installed.items() if name not in pinned]
+    return problems
+
+
+def report(problems, header, footer):
+    if problems:
+        print(header, file=sys.stderr)
+        print('\n'.join(f'  {p}' for p in problems), file=sys.stderr)
+        print(footer, file=sys.stderr)
+        sys.exit(1)
+
+
 def main():
-    if sys.argv[1:] == ['--missing']:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--missing', action='store_true')
+    parser.add_argument('--build-prereqs', action='store_true')
+    parser.add_argument('--cuda', action='store_true')
+    parser.add_argument('--lock')
+    parser.add_argument('--cuda-include-dirs', action='store_true',
+                        help='print the nvidia wheels\' header folders, joined by ":"')
+    args = parser.parse_args()
+    if args.cuda_include_dirs:
+        print(':'.join(cuda_include_dirs()))
+        return
+    if args.missing:
         missing, conflicts = missing_requirements()
         print('\n'.join(missing))
-        if conflicts:
-            print('\n'.join(conflicts), file=sys.stderr)
-            sys.exit(1)
+        report(conflicts, 'The environment cannot be used as it is:', '')
+        return
+    if args.build_prereqs:
+        report(build_prerequisite_problems(args.cuda),
+               'Building mmcv from source would fail here; missing:', '')
+        print('mmcv build prerequisites OK' + (' (with CUDA)' if args.cuda else ''))
+        return
+    if args.lock:
+        report(lock_mismatches(args.lock), f'The environment differs from {args.lock}:',
+               'Reinstall it: bash tools/setup_env.sh (a new lock makes a new environment).')
+        print(f'environment matches {osp.basename(args.lock)}')
         return
     import torch
     failures = []

@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Install the pinned stack of requirements.txt into a virtual environment and check it.
+# Install the locked stack (requirements.lock) into a virtual environment and check it.
 #
 #   bash tools/setup_env.sh            # prints nothing but progress; last line is the env path
 #   source "$(bash tools/setup_env.sh --print-path)/bin/activate"
 #   bash tools/setup_env.sh --active   # into the active environment instead (see below)
+#   bash tools/setup_env.sh --relock   # rebuild requirements.lock from requirements.txt
 #
-# The environment lives outside the clone, keyed by the hash of the requirements, so a second
-# run (or a CI run on the same machine) does nothing unless the requirements changed:
+# The environment lives outside the clone, keyed by the hash of the lock and of this script, so
+# a second run (or a CI run on the same machine) does nothing unless one of them changed:
 #   ${MMVIT_EXT_ENV_ROOT:-$HOME/.cache/mmvit_ext}/env-<hash>
 # Set MMVIT_EXT_ENV to use a fixed path instead. The script only ever deletes a folder that it
 # created itself (it holds the marker file .mmvit_ext_env); any other existing folder stops it.
-# GPU users: set FORCE_CUDA=1 (mmcv is then built with its CUDA ops; needs nvcc matching
-# torch's CUDA).
+#
+# Every pip call runs with the lock as its constraints file (PIP_CONSTRAINT, which pip also
+# passes on to isolated builds), so no step can install another version of anything, setuptools
+# included: torch requires setuptools>=77 and would otherwise pull the newest release, whose
+# missing pkg_resources breaks mmcv's build.
+#
+# mmcv is built from its sdist with its compiled ops (about 25 minutes on 2 cores); a folder of
+# prebuilt wheels of exactly that build is used as a cache when present: ../shared/wheelhouse
+# beside the clone, or MMVIT_EXT_WHEELHOUSE (set it empty to always build).
+# GPU: FORCE_CUDA=1 builds mmcv's CUDA ops (never from the CPU-only cache). Set
+# TORCH_CUDA_ARCH_LIST (e.g. 9.0) to build for your GPUs only, else for every architecture
+# torch supports; CUDA_HOME defaults to /usr/local/cuda; MAX_JOBS sets the build parallelism.
 #
 # --active: install into the environment of `python` (or $PYTHON), e.g. an activated venv or
 # conda env. What is already installed at a version the toolboxes accept is kept; a missing
@@ -19,22 +30,54 @@
 # and a package at a version that does not fit stops the script (nothing is replaced).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+lock=$repo/requirements.lock
 log() { echo "[setup_env] $*" >&2; }
+fail() { log "FAILED: $1"; shift; for line in "$@"; do log "  $line"; done; exit 1; }
 python=${PYTHON:-python3}
-wheelhouse=${MMVIT_EXT_WHEELHOUSE:-$repo/../shared/wheelhouse}
+wheelhouse=${MMVIT_EXT_WHEELHOUSE-$repo/../shared/wheelhouse}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+if [[ "${FORCE_CUDA:-0}" == 1 && -z "${CUDA_HOME:-}" && -x /usr/local/cuda/bin/nvcc ]]; then
+    export CUDA_HOME=/usr/local/cuda
+fi
 
-# mmcv: the full build with compiled ops. A prebuilt wheel of exactly this build may be given as
-# a cache (../shared/wheelhouse or MMVIT_EXT_WHEELHOUSE); otherwise pip builds the sdist
-# (about 20 minutes on 2 cores).
-install_mmcv() {  # "$@": the pip command to use
-    local find_links=()
-    if [[ -d "$wheelhouse" && "${FORCE_CUDA:-0}" != 1 ]]; then
+# $1: the environment's python. Builds mmcv 2.1.0 from source (or takes the cached wheel) with
+# its ops; --no-build-isolation, since an isolated build has no torch and silently skips them.
+install_mmcv() {
+    local env_python=$1 find_links=() cuda=()
+    if [[ "${FORCE_CUDA:-0}" == 1 ]]; then
+        cuda=(--cuda)
+        # torch's CUDA headers include cusparse.h, which the nvidia wheels ship and a bare
+        # toolkit may lack
+        local includes
+        includes=$("$env_python" "$repo/tools/check_env.py" --cuda-include-dirs)
+        export CPATH=${includes}${CPATH:+:$CPATH}
+        log "CUDA build: CUDA_HOME=${CUDA_HOME:-?}," \
+            "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-(all that torch supports)}"
+    elif [[ -n "$wheelhouse" && -d "$wheelhouse" ]]; then
         find_links=(--find-links "$wheelhouse")
     fi
-    log "mmcv 2.1.0 with ops ${find_links[*]:-(building from source)}"
-    MMCV_WITH_OPS=1 FORCE_CUDA=${FORCE_CUDA:-0} MAX_JOBS=${MAX_JOBS:-2} \
-        "$@" install --progress-bar off "${find_links[@]}" --no-build-isolation --no-deps \
-        "mmcv==2.1.0" >&2
+    "$env_python" "$repo/tools/check_env.py" --build-prereqs "${cuda[@]}" >&2 \
+        || fail "mmcv cannot be built here: install what the lines above name, then rerun."
+    log "mmcv 2.1.0 with ops: ${find_links[*]:-building from source, MAX_JOBS=$MAX_JOBS}"
+    MMCV_WITH_OPS=1 FORCE_CUDA=${FORCE_CUDA:-0} "$env_python" -m pip install \
+        --progress-bar off "${find_links[@]}" --no-build-isolation --no-deps "mmcv==2.1.0" >&2 \
+        || fail "building mmcv 2.1.0 (pip's log above)." \
+                "Compiler killed (out of memory): rerun with MAX_JOBS=1." \
+                "CUDA errors: check CUDA_HOME and TORCH_CUDA_ARCH_LIST (see README, GPU)."
+}
+
+# $1: the environment's pip command (an array name). The package itself, editable, no deps.
+install_self() {
+    local -n pip_cmd=$1
+    "${pip_cmd[@]}" --no-deps --no-build-isolation -e "$repo" >&2 \
+        || fail "installing mmvit_ext from $repo (pip's log above)."
+}
+
+# $1: a folder. Holds every later pip call (and the isolated builds it starts) to the one bound
+# mmcv's build needs, for installs that are not locked.
+bound_setuptools() {
+    echo 'setuptools<82' >"$1/constraints.txt"
+    export PIP_CONSTRAINT=$1/constraints.txt
 }
 
 if [[ "${1:-}" == "--active" ]]; then
@@ -44,37 +87,39 @@ if [[ "${1:-}" == "--active" ]]; then
     # One line per requirement that is missing; exit 1 (with the reason) when one is installed
     # at a version that does not fit.
     missing=$("$python" "$repo/tools/check_env.py" --missing)
+    # The pins of requirements.txt for what is missing, nothing else: the lock's pins would
+    # replace the versions this environment already has.
+    bound_setuptools "$(mktemp -d)"
     pip=("$python" -m pip install --progress-bar off)
-    if grep -qx 'torch' <<<"$missing"; then
-        "${pip[@]}" "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0" >&2
-    fi
-    if grep -qx 'mmcv' <<<"$missing"; then
-        "${pip[@]}" "setuptools<82" wheel ninja >&2
-        install_mmcv "$python" -m pip
-    fi
-    others=$(grep -vx -e torch -e mmcv <<<"$missing" || true)
+    others=$(grep -vx -e mmcv <<<"$missing" || true)
     if [[ -n "$others" ]]; then
-        # the pins of requirements.txt for what is missing, nothing else
         mapfile -t pins < <(grep -iE "^($(paste -sd'|' <<<"$others"))(==|<|>|!|$)" \
             "$repo/requirements.txt")
-        "${pip[@]}" "${pins[@]}" >&2
+        "${pip[@]}" "${pins[@]}" >&2 || fail "installing the missing requirements (pip's log above)."
     fi
-    "${pip[@]}" --no-deps --no-build-isolation -e "$repo" >&2
+    if grep -qx 'mmcv' <<<"$missing"; then
+        "${pip[@]}" setuptools wheel ninja >&2
+        install_mmcv "$python"
+    fi
+    install_self pip
     "$python" "$repo/tools/check_env.py" >&2
     exit 0
 fi
 
-# Bump INSTALL_REV when this script changes how the environment is built.
-INSTALL_REV=1
-key=$( (echo "$INSTALL_REV"; cat "$repo/requirements.txt") | sha256sum | cut -c1-12)
+key=$(cat "$lock" "$repo/tools/setup_env.sh" | sha256sum | cut -c1-12)
 env_dir=${MMVIT_EXT_ENV:-${MMVIT_EXT_ENV_ROOT:-$HOME/.cache/mmvit_ext}/env-$key}
 if [[ "${1:-}" == "--print-path" ]]; then echo "$env_dir"; exit 0; fi
+if [[ "${1:-}" == "--relock" ]]; then
+    env_dir=$(mktemp -d)/env
+    log "relock: a fresh environment from requirements.txt in $env_dir"
+fi
 
 marker="$env_dir/.mmvit_ext_env"  # written right after the venv is created: "this is ours"
 stamp="$env_dir/.mmvit_ext_installed"  # written after a complete, checked install
 if [[ -f "$stamp" ]]; then
     # Already installed: only make sure this clone is the one the env imports.
-    "$env_dir/bin/pip" install -q --no-deps --no-build-isolation -e "$repo" >/dev/null
+    pip=("$env_dir/bin/pip" install -q)
+    install_self pip
     "$env_dir/bin/python" "$repo/tools/check_env.py" >&2
     echo "$env_dir"; exit 0
 fi
@@ -92,20 +137,39 @@ if [[ -e "$env_dir" ]]; then
     rm -rf "$env_dir"
 fi
 log "creating $env_dir"
-"$python" -m venv "$env_dir"
+"$python" -m venv "$env_dir" \
+    || fail "creating a virtual environment with $python." \
+            "Install the venv module (e.g. apt-get install python3-venv) or set PYTHON."
 touch "$marker"
 pip=("$env_dir/bin/pip" install --progress-bar off)
 
-log "build tools and torch (standard build, several GB)"
-"${pip[@]}" "setuptools<82" wheel ninja >&2
-"${pip[@]}" "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0" >&2
-install_mmcv "$env_dir/bin/pip"
+if [[ "${1:-}" == "--relock" ]]; then
+    bound_setuptools "$(dirname "$env_dir")"  # resolved afresh, but for that bound
+    "${pip[@]}" setuptools wheel ninja >&2
+    "${pip[@]}" $(grep -E '^(torch|torchvision)[=<>!]' "$repo/requirements.txt") >&2
+    install_mmcv "$env_dir/bin/python"
+    "${pip[@]}" -r "$repo/requirements.txt" >&2
+    "$env_dir/bin/pip" check >&2
+    "$env_dir/bin/python" "$repo/tools/check_env.py" >&2
+    { sed -n '/^#/!q;p' "$lock"
+      "$env_dir/bin/pip" freeze --all --exclude-editable | grep -v '^pip==' \
+          | sed -E 's/^torch==([^+]*)$/torch==\1,!=\1+cpu/'; } >"$lock.new"
+    mv "$lock.new" "$lock"
+    log "wrote $lock; run the tests in the new environment before committing it"
+    exit 0
+fi
 
-log "the rest of requirements.txt and this package"
-"${pip[@]}" -r "$repo/requirements.txt" >&2
-"${pip[@]}" --no-deps --no-build-isolation -e "$repo" >&2
+export PIP_CONSTRAINT=$lock
+log "the locked packages (torch's standard build is several GB)"
+"${pip[@]}" --no-deps -r <(grep -v '^mmcv==' "$lock") >&2 \
+    || fail "installing the locked packages (pip's log above)." \
+            "The lock is for Linux x86_64 with CPython 3.11; elsewhere use --active (README)."
+install_mmcv "$env_dir/bin/python"
+install_self pip
 
 log "self-check"
+"$env_dir/bin/pip" check >&2 || fail "the installed packages disagree (pip check above)."
+"$env_dir/bin/python" "$repo/tools/check_env.py" --lock "$lock" >&2
 "$env_dir/bin/python" "$repo/tools/check_env.py" >&2
 touch "$stamp"
 echo "$env_dir"
