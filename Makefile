@@ -1,15 +1,19 @@
 # make demo  : install the stack (once), generate the demo data, train + evaluate a classifier
 # make test  : install the stack (once) and run the test suite
 # make env   : only install; prints the environment's path
-ENV_DIR := $(shell bash tools/setup_env.sh --print-path)
+# STACK=onedl: the same on the maintained fork of the OpenMMLab stack (torch 2.14)
+# PYTEST_ARGS: what `make test` passes to pytest (default: the whole suite)
+STACK ?= upstream
+ENV_DIR := $(shell bash tools/setup_env.sh --print-path --stack $(STACK))
 PY := $(ENV_DIR)/bin/python
 DEMO_CFG := configs/demo/rmt-nano_1xb32_demo-cls.py
 DEMO_WORK := work_dirs/demo-cls
+PYTEST_ARGS ?= tests
 
 .PHONY: env demo test
 
 env:
-	bash tools/setup_env.sh
+	bash tools/setup_env.sh --stack $(STACK)
 
 demo: env
 	$(PY) tools/generate_demo_data.py --out data/demo
@@ -17,4 +21,4 @@ demo: env
 	$(PY) tools/test.py $(DEMO_CFG) "$$(cat $(DEMO_WORK)/last_checkpoint)" --work-dir $(DEMO_WORK)
 
 test: env
-	$(PY) -m pytest tests -q --durations=20
+	$(PY) -m pytest $(PYTEST_ARGS) -q --durations=20

@@ -25,8 +25,9 @@ def test_setup_env_refuses_to_delete_a_folder_it_did_not_create(tmp_path):
     assert (env_dir / 'precious.txt').read_text() == 'keep me'
 
 
-LOCK = osp.join(REPO, 'requirements.lock')
 CHECK_ENV = osp.join(REPO, 'tools', 'check_env.py')
+STACKS = {'requirements.txt': 'requirements.lock',
+          'requirements-onedl.txt': 'requirements-onedl.lock'}
 
 
 def read_requirements(path):
@@ -37,14 +38,15 @@ def read_requirements(path):
     return {canonicalize_name(r.name): r for r in reqs}
 
 
-def test_lock_pins_every_requirement_at_a_version_it_allows():
-    lock = read_requirements(LOCK)
+@pytest.mark.parametrize('requirements', sorted(STACKS))
+def test_lock_pins_every_requirement_at_a_version_it_allows(requirements):
+    lock = read_requirements(osp.join(REPO, STACKS[requirements]))
     for name, req in lock.items():
         pins = [s for s in req.specifier if s.operator == '==']
         # one exact version; only exclusions of local builds beside it (torch's +cpu)
         assert len(pins) == 1 and all(s.operator == '==' or '+' in s.version
                                       for s in req.specifier), f'{name}: {req}'
-    for name, req in read_requirements(osp.join(REPO, 'requirements.txt')).items():
+    for name, req in read_requirements(osp.join(REPO, requirements)).items():
         assert name in lock, f'{name} of requirements.txt is not in the lock: relock'
         version = next(s.version for s in lock[name].specifier if s.operator == '==')
         assert req.specifier.contains(version, prereleases=True), (
@@ -54,7 +56,7 @@ def test_lock_pins_every_requirement_at_a_version_it_allows():
 @pytest.mark.skipif(not osp.isfile(osp.join(sys.prefix, '.mmvit_ext_env')),
                     reason='not an environment made by tools/setup_env.sh')
 def test_environment_made_by_the_setup_script_matches_the_lock():
-    proc = subprocess.run([sys.executable, CHECK_ENV, '--lock', LOCK],
+    proc = subprocess.run([sys.executable, CHECK_ENV, '--lock'],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
@@ -63,7 +65,8 @@ def test_environment_path_changes_with_the_lock_and_the_setup_script(tmp_path):
     (tmp_path / 'tools').mkdir()
     script = tmp_path / 'tools' / 'setup_env.sh'
     shutil.copy(osp.join(REPO, 'tools', 'setup_env.sh'), script)
-    shutil.copy(LOCK, tmp_path / 'requirements.lock')
+    for name in ('requirements.txt', 'requirements.lock'):
+        shutil.copy(osp.join(REPO, name), tmp_path / name)
 
     def env_path():
         return subprocess.run(['bash', str(script), '--print-path'], check=True, text=True,
@@ -179,6 +182,7 @@ def test_short_name_is_the_same_model():
 
 def test_mim_search_finds_the_installed_package(tmp_path):
     """A real (non-editable) install ships configs, tools and the index in ``.mim``."""
+    pytest.importorskip('mim', reason='openmim is an optional extra (not in the onedl stack)')
     source, target = tmp_path / 'src', tmp_path / 'site'
     source.mkdir()
     for name in ('setup.py', 'setup.cfg', 'README.md', 'model-index.yml'):

@@ -1,9 +1,11 @@
 """Check that the installed stack works; name the broken piece when it does not.
 
 Run by ``tools/setup_env.sh`` after every install. Exit code 1 with one line per failure.
+``--stack upstream|onedl`` (default: the one installed) selects the stack the options below
+refer to.
 
-``--missing`` (used by ``setup_env.sh --active``) instead prints the requirements of
-requirements.txt that are not installed, one per line, and exits 1 when one is installed at a
+``--missing`` (used by ``setup_env.sh --active``) instead prints the requirements of the
+stack's requirements file that are not installed, one per line, and exits 1 when one is installed at a
 version the stack cannot use.
 
 ``--build-prereqs [--cuda]`` checks what building mmcv from its sdist needs in this
@@ -11,11 +13,12 @@ environment (run before the build, and by CI on every run, so that a change that
 fresh install shows even where mmcv comes from a cache); each missing piece is one line with
 its fix.
 
-``--lock FILE`` checks that the installed distributions are exactly the pins of the lock.
+``--lock [FILE]`` checks that the installed distributions are exactly the pins of the stack's
+lock (or of FILE).
 """
+import argparse
 import importlib
 import importlib.metadata
-import argparse
 import glob
 import importlib.util
 import os
@@ -26,21 +29,42 @@ import subprocess
 import sys
 import sysconfig
 
-REQUIREMENTS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'requirements.txt')
-# mmcv 2.1.0's setup.py imports pkg_resources, which setuptools 82 removed.
-MMCV_BUILD_SETUPTOOLS = '<82'
-# Versions an existing environment may have (looser than the pins of requirements.txt, which
-# are what a fresh install gets): mmcv's range is what mmdet 3.x and mmseg 1.x accept at import.
-ACCEPTED = {
-    'torch': '>=2.0', 'mmengine': '>=0.10', 'mmcv': '>=2.0.0rc4,<2.2.0', 'mmdet': '>=3.0',
-    'mmsegmentation': '>=1.0', 'mmpretrain': '>=1.0', 'setuptools': MMCV_BUILD_SETUPTOOLS,
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# Per stack: its requirements; the versions an existing environment may have (looser than the
+# pins, which are what a fresh install gets); what building its mmcv needs pinned.
+STACKS = {
+    'upstream': dict(
+        requirements='requirements.txt', lock='requirements.lock',
+        # mmcv's range is what mmdet 3.x and mmseg 1.x accept at import
+        accepted={'torch': '>=2.0', 'mmengine': '>=0.10', 'mmcv': '>=2.0.0rc4,<2.2.0',
+                  'mmdet': '>=3.0', 'mmsegmentation': '>=1.0', 'mmpretrain': '>=1.0',
+                  'setuptools': '<82'},
+        # mmcv 2.1.0's setup.py imports pkg_resources, which setuptools 82 removed
+        build_constraints=['setuptools<82']),
+    'onedl': dict(
+        requirements='requirements-onedl.txt', lock='requirements-onedl.lock',
+        accepted={'torch': '>=2.0', 'onedl-mmengine': '>=0.10.8', 'onedl-mmcv': '>=2.3',
+                  'onedl-mmdetection': '>=3.5', 'onedl-mmsegmentation': '>=1.4',
+                  'onedl-mmpretrain': '>=1.3'},
+        build_constraints=[]),
 }
-# distribution name -> import name, where they differ (a fork such as onedl-mmcv keeps the
-# import name, so presence is decided by the import name)
+# distribution name -> import name, where they differ (the fork keeps the import names, so
+# presence is decided by the import name)
 IMPORT_NAMES = {
     'mmsegmentation': 'mmseg', 'opencv-python': 'cv2', 'Pillow': 'PIL', 'pyyaml': 'yaml',
-    'pytest-timeout': 'pytest_timeout', 'openmim': 'mim',
+    'pytest-timeout': 'pytest_timeout', 'openmim': 'mim', 'onedl-mmengine': 'mmengine',
+    'onedl-mmcv': 'mmcv', 'onedl-mmdetection': 'mmdet', 'onedl-mmsegmentation': 'mmseg',
+    'onedl-mmpretrain': 'mmpretrain',
 }
+
+
+def installed_stack():
+    """The stack this environment holds: the fork's distributions, else the upstream ones."""
+    try:
+        importlib.metadata.version('onedl-mmcv')
+        return 'onedl'
+    except importlib.metadata.PackageNotFoundError:
+        return 'upstream'
 
 
 def installed_version(dist_name):
@@ -55,12 +79,12 @@ def installed_version(dist_name):
     return getattr(importlib.import_module(import_name), '__version__', '0')
 
 
-def missing_requirements():
+def missing_requirements(stack):
     """(names of the missing requirements, reasons why installed ones do not fit)."""
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
     missing, conflicts = [], []
-    for line in open(REQUIREMENTS):
+    for line in open(osp.join(REPO, STACKS[stack]['requirements'])):
         line = line.split('#')[0].strip()
         if not line:
             continue
@@ -69,11 +93,12 @@ def missing_requirements():
         if version is None:
             missing.append(name)
             continue
-        accepted = SpecifierSet(ACCEPTED.get(name, ''), prereleases=True)
+        accepted = SpecifierSet(STACKS[stack]['accepted'].get(name, ''), prereleases=True)
         if accepted and version.split('+')[0] not in accepted:
             conflicts.append(f'{name} {version} is installed, but the stack needs {name}'
-                             f'{accepted}; install a fitting version yourself (or use a fresh '
-                             f'environment: bash tools/setup_env.sh without --active).')
+                             f'{accepted}; install a fitting version yourself, use the other '
+                             f'stack (--stack), or a fresh environment: bash '
+                             f'tools/setup_env.sh without --active.')
         elif name == 'mmcv' and importlib.util.find_spec('mmcv._ext') is None:
             conflicts.append(f'mmcv {version} is installed without its compiled ops (mmcv-lite '
                              f'or a build without MMCV_WITH_OPS=1); mmdet and mmseg need them. '
@@ -119,6 +144,20 @@ def _mmcv_roi_align():
     assert out.shape == (1, 1, 2, 2) and torch.isfinite(out).all(), out
 
 
+def check_mmcv_cuda_ops():
+    """mmcv's compiled library holds its CUDA ops, checked without a GPU: the CUDA version it
+    was compiled with, and the host launchers of the nms and RoIAlign kernels."""
+    import mmcv
+    from mmcv.utils import ext_loader
+    ext = ext_loader.load_ext('_ext', ['get_compiling_cuda_version'])
+    version = ext.get_compiling_cuda_version()
+    assert version != 'not available', 'compiled without CUDA (rebuild with FORCE_CUDA=1)'
+    library = open(glob.glob(osp.join(osp.dirname(mmcv.__file__), '_ext*.so'))[0], 'rb').read()
+    for launcher in (b'NMSCUDAKernelLauncher', b'ROIAlignForwardCUDAKernelLauncher'):
+        assert launcher in library, f'the library lacks {launcher.decode()}'
+    print(f'mmcv CUDA ops: compiled with CUDA {version}, nms and RoIAlign kernels present')
+
+
 @check('mmdet.models')
 def _mmdet():
     import mmdet.models  # noqa: F401
@@ -139,20 +178,21 @@ def _mmvit_ext():
     import mmvit_ext  # noqa: F401
 
 
-def build_prerequisite_problems(cuda=False):
-    """What building mmcv from source with ``--no-build-isolation`` would miss here: one
-    ``what is missing: how to fix it`` line each."""
-    from packaging.specifiers import SpecifierSet
+def build_prerequisite_problems(stack, cuda=False):
+    """What building the stack's mmcv from source with ``--no-build-isolation`` would miss
+    here: one ``what is missing: how to fix it`` line each."""
+    from packaging.requirements import Requirement
     problems = []
-    setuptools_version = installed_version('setuptools')
-    if setuptools_version is None or setuptools_version not in SpecifierSet(
-            MMCV_BUILD_SETUPTOOLS):
-        problems.append(f'setuptools{MMCV_BUILD_SETUPTOOLS} (found {setuptools_version}): '
-                        f'pip install "setuptools{MMCV_BUILD_SETUPTOOLS}" (mmcv\'s setup.py '
-                        f'imports pkg_resources, which setuptools 82 removed)')
-    elif importlib.util.find_spec('pkg_resources') is None:
-        problems.append('pkg_resources (part of setuptools) does not import: '
-                        f'pip install --force-reinstall "setuptools{MMCV_BUILD_SETUPTOOLS}"')
+    for constraint in STACKS[stack]['build_constraints']:
+        req = Requirement(constraint)
+        version = installed_version(req.name)
+        if version is None or version not in req.specifier:
+            problems.append(f'{constraint} (found {version}): pip install "{constraint}" '
+                            f'(mmcv\'s setup.py imports pkg_resources, which setuptools 82 '
+                            f'removed)')
+        elif importlib.util.find_spec('pkg_resources') is None:
+            problems.append('pkg_resources (part of setuptools) does not import: '
+                            f'pip install --force-reinstall "{constraint}"')
     for module in ('wheel', 'ninja', 'torch'):
         if importlib.util.find_spec(module) is None:
             problems.append(f'{module} is not installed: the build runs without isolation and '
@@ -236,34 +276,45 @@ def report(problems, header, footer):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--stack', choices=sorted(STACKS), default=installed_stack(),
+                        help='default: the one installed')
     parser.add_argument('--missing', action='store_true')
+    parser.add_argument('--build-constraints', action='store_true',
+                        help='print the pins that building the stack\'s mmcv needs')
     parser.add_argument('--build-prereqs', action='store_true')
-    parser.add_argument('--cuda', action='store_true')
-    parser.add_argument('--lock')
+    parser.add_argument('--cuda', action='store_true',
+                        help='with --build-prereqs: for a CUDA build; alone: mmcv has CUDA ops')
+    parser.add_argument('--lock', nargs='?', const='',
+                        help='the lock file (default: the stack\'s)')
     parser.add_argument('--cuda-include-dirs', action='store_true',
                         help='print the nvidia wheels\' header folders, joined by ":"')
     args = parser.parse_args()
+    if args.build_constraints:
+        print('\n'.join(STACKS[args.stack]['build_constraints']))
+        return
     if args.cuda_include_dirs:
         print(':'.join(cuda_include_dirs()))
         return
     if args.missing:
-        missing, conflicts = missing_requirements()
+        missing, conflicts = missing_requirements(args.stack)
         print('\n'.join(missing))
         report(conflicts, 'The environment cannot be used as it is:', '')
         return
     if args.build_prereqs:
-        report(build_prerequisite_problems(args.cuda),
+        report(build_prerequisite_problems(args.stack, args.cuda),
                'Building mmcv from source would fail here; missing:', '')
         print('mmcv build prerequisites OK' + (' (with CUDA)' if args.cuda else ''))
         return
-    if args.lock:
+    if args.lock is not None:
+        args.lock = args.lock or osp.join(REPO, STACKS[args.stack]['lock'])
         report(lock_mismatches(args.lock), f'The environment differs from {args.lock}:',
                'Reinstall it: bash tools/setup_env.sh (a new lock makes a new environment).')
         print(f'environment matches {osp.basename(args.lock)}')
         return
     import torch
     failures = []
-    for name, fn in CHECKS:
+    checks = CHECKS + [('mmcv CUDA ops', check_mmcv_cuda_ops)] * args.cuda
+    for name, fn in checks:
         try:
             fn()
         except Exception as exc:  # report every broken piece, not just the first
@@ -272,7 +323,7 @@ def main():
         print('\n'.join(failures), file=sys.stderr)
         print('The environment is incomplete; see README "Installation".', file=sys.stderr)
         sys.exit(1)
-    print(f'environment OK: torch {torch.__version__}, all {len(CHECKS)} checks passed')
+    print(f'environment OK: torch {torch.__version__}, all {len(checks)} checks passed')
 
 
 if __name__ == '__main__':
