@@ -3,6 +3,7 @@
 # make env   : only install; prints the environment's path
 # STACK=onedl: the same on the maintained fork of the OpenMMLab stack (torch 2.14)
 # PYTEST_ARGS: what `make test` passes to pytest (default: the whole suite)
+# make test-onedl: the subset CI runs on the fork stack
 STACK ?= upstream
 ENV_DIR := $(shell bash tools/setup_env.sh --print-path --stack $(STACK))
 PY := $(ENV_DIR)/bin/python
@@ -10,7 +11,11 @@ DEMO_CFG := configs/demo/rmt-nano_1xb32_demo-cls.py
 DEMO_WORK := work_dirs/demo-cls
 PYTEST_ARGS ?= tests
 
-.PHONY: env demo test
+# the four families, configs, checkpoints, the end-to-end runs of the three tasks
+ONEDL_TESTS := tests/test_rmt.py tests/test_groupmixformer.py tests/test_pale.py \
+	tests/test_lavit.py tests/test_configs.py tests/test_checkpoints.py tests/test_end_to_end.py
+
+.PHONY: env demo test test-onedl
 
 env:
 	bash tools/setup_env.sh --stack $(STACK)
@@ -22,3 +27,6 @@ demo: env
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS) -q --durations=20
+
+test-onedl:
+	$(MAKE) test STACK=onedl PYTEST_ARGS="$(ONEDL_TESTS)"
