@@ -27,8 +27,8 @@ class SafeCheckpointHook(CheckpointHook):
     * Files are written to a temporary file in the same directory and ``os.replace``-d into
       place (the ``mmvit_ext_atomic_local`` file backend), ``last_checkpoint`` is updated only
       once the checkpoint is complete, and the checkpoint falling out of ``max_keep_ckpts`` (or
-      the previous best checkpoint) is removed only after that. Temporary files of an interrupted save are removed (with a
-      warning) when training starts again.
+      the previous best checkpoint) is removed only after that. Temporary files of an
+      interrupted save are removed (with a warning) when training starts again.
     * The saved ``message_hub`` holds plain lists instead of ``HistoryBuffer`` objects, and
       ``meta['sha256']`` the SHA-256 of each entry (weights, optimizer ...); both are undone /
       verified on load.

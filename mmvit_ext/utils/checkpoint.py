@@ -45,6 +45,9 @@ from mmengine.runner.checkpoint import (DEFAULT_CACHE_DIR, ENV_MMENGINE_HOME, EN
                                         get_torchvision_models)
 
 CHECKSUM_KEY = 'sha256'  # in meta: entry name -> SHA-256
+# in meta: SHA-256 of the entry names of CHECKSUM_KEY. Pickle writes each name once and refers
+# to it from the map and the checkpoint alike: one damaged byte renames both consistently.
+NAMES_CHECKSUM_KEY = 'sha256_names'
 TEMP_MARK = '.tmp-'  # temporary files are named ``<final name>.tmp-<pid>``
 # Objects some official checkpoints hold besides the weights and that are safe to rebuild:
 # the training script's argparse arguments.
@@ -115,21 +118,38 @@ def add_checksum(checkpoint):
     """Store in ``meta['sha256']`` the SHA-256 of every other entry (weights, optimizer ...)
     of ``checkpoint``; per entry, so that a checkpoint stripped of some entries (mmengine's
     ``published_keys``) still verifies."""
-    checkpoint.setdefault('meta', {})[CHECKSUM_KEY] = {
+    meta = checkpoint.setdefault('meta', {})
+    meta[CHECKSUM_KEY] = {
         name: entry_sha256(value) for name, value in checkpoint.items() if name != 'meta'}
+    meta[NAMES_CHECKSUM_KEY] = entry_sha256(list(meta[CHECKSUM_KEY]))
 
 
 def verify_checksum(checkpoint, path):
+    """Entries whose SHA-256 differs from ``meta['sha256']``, entries it does not cover (a
+    damaged entry name) and a missing ``state_dict`` make the file damaged; other entries it
+    covers may be missing (mmengine's ``published_keys`` strip some)."""
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     expected = meta.get(CHECKSUM_KEY) if isinstance(meta, dict) else None
     if not isinstance(expected, dict):
         return
+    names = meta.get(NAMES_CHECKSUM_KEY)
+    if names is not None and names != entry_sha256(list(expected)):
+        raise DamagedCheckpointError(
+            f'{path} is damaged: the names of its entries differ from those stored when it was '
+            f'saved. Copy or download it again.')
     damaged = [name for name, sha in expected.items()
                if name in checkpoint and entry_sha256(checkpoint[name]) != sha]
     if damaged:
         raise DamagedCheckpointError(
             f'{path} is damaged: the SHA-256 of its {", ".join(damaged)} differs from the one '
             f'stored when it was saved. Copy or download it again.')
+    unknown = [repr(name) for name in checkpoint if name != 'meta' and name not in expected]
+    unknown += ["'state_dict' (missing)"] * ('state_dict' in expected
+                                             and 'state_dict' not in checkpoint)
+    if unknown:
+        raise DamagedCheckpointError(
+            f'{path} is damaged: its entries {", ".join(unknown)} differ from those whose '
+            f'SHA-256 was stored when it was saved. Copy or download it again.')
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -329,7 +349,7 @@ def keep_weights(src, dst):
     if others:
         raise CheckpointError(f'{src}: its weights {", ".join(others[:5])} are no tensors.')
     meta = {k: v for k, v in (checkpoint.get('meta') or {}).items()
-            if k != CHECKSUM_KEY and not _holds_inert(v)}
+            if k not in (CHECKSUM_KEY, NAMES_CHECKSUM_KEY) and not _holds_inert(v)}
     save_checkpoint_file({'meta': meta, 'state_dict': weights}, dst)
     return len(weights)
 

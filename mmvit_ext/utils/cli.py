@@ -78,8 +78,46 @@ def _datasets(dataset_cfg):
         yield dataset_cfg
 
 
+def _format_only(cfg, dataloader):
+    """Whether the evaluator of ``dataloader`` only writes results (COCO test-dev: no
+    ground truth needed)."""
+    evaluator = cfg.get({'val_dataloader': 'val_evaluator',
+                         'test_dataloader': 'test_evaluator'}.get(dataloader, ''))
+    evaluators = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator or {}]
+    return any(e.get('format_only') for e in evaluators)
+
+
+def check_annotations(name, kind, path, format_only):
+    """Stop with a message naming ``path`` when an annotation file has no samples or, for COCO,
+    lacks what training or evaluation needs (the toolboxes would fail with "need at least one
+    array to concatenate" or evaluate to -1 without a word)."""
+    if path.endswith('.json') and 'Coco' in str(kind):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f'{name}: the annotation file {path} is malformed JSON ({err}). '
+                             f'Fix or regenerate it.') from None
+        needed = ['images', 'categories'] + ([] if format_only else ['annotations'])
+        missing = [key for key in needed if not isinstance(data, dict)
+                   or not isinstance(data.get(key), list)]
+        if missing or not data['images']:
+            what = (f'has no {" / ".join(repr(k) for k in missing)} list' if missing
+                    else "lists no 'images'")
+            raise SystemExit(
+                f'{name}: the COCO annotation file {path} {what}. Use the instances_*.json '
+                f'file of the split (image-info files without annotations, e.g. test-dev, '
+                f'only with the evaluator\'s format_only=True).')
+    elif path.endswith('.txt'):
+        with open(path) as f:
+            if not any(line.strip() for line in f):
+                raise SystemExit(f'{name}: the annotation list {path} is empty: it lists no '
+                                 f'samples. Regenerate it, or point ann_file at the right list.')
+
+
 def check_data(cfg, dataloaders):
-    """Stop with a message that names the expected path when a dataset root is missing."""
+    """Stop with a message that names the expected path when a dataset root is missing, and
+    check the annotation files (:func:`check_annotations`)."""
     for name in dataloaders:
         loader = cfg.get(name)
         if not loader:
@@ -99,6 +137,8 @@ def check_data(cfg, dataloaders):
                         f'{name}: {kind} expects "{path}", which does not exist. Put {hint} '
                         f'there (a symlink is fine), or point the config at it with '
                         f'--cfg-options {name}.dataset.data_root=/path/to/data. {DEMO_HINT}')
+            if ann and osp.isfile(paths[-1]):
+                check_annotations(name, ds.get('type'), paths[-1], _format_only(cfg, name))
 
 
 @contextlib.contextmanager
