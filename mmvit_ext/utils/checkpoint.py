@@ -607,10 +607,12 @@ def describe_mismatches(path, model, missing, unexpected, shapes, shown=5, hint=
 
 # -- work dirs ------------------------------------------------------------------------------
 def _saved_checkpoints(work_dir):
-    """The complete checkpoint files of ``work_dir`` (saves are atomic), newest first."""
-    paths = [osp.join(work_dir, f) for f in os.listdir(work_dir)
-             if f.endswith('.pth') and TEMP_MARK not in f]
-    return sorted(paths, key=osp.getmtime, reverse=True)
+    """The complete checkpoint files of ``work_dir`` (saves are atomic), newest first, and
+    the newest one to resume from (best checkpoints hold no optimizer state)."""
+    paths = sorted((osp.join(work_dir, f) for f in os.listdir(work_dir)
+                    if f.endswith('.pth') and TEMP_MARK not in f), key=osp.getmtime,
+                   reverse=True)
+    return paths, next((p for p in paths if not osp.basename(p).startswith('best_')), None)
 
 
 def _resume_point(work_dir):
@@ -630,15 +632,15 @@ def check_work_dir(work_dir, resume, load_from, overwrite):
     or a new run into a work dir that holds checkpoints (unless ``overwrite``, which removes
     ``last_checkpoint`` first, so that an interrupted new run is not resumed as the old one)."""
     exists = osp.isdir(work_dir)
-    saved = _saved_checkpoints(work_dir) if exists else []
+    saved, resumable = _saved_checkpoints(work_dir) if exists else ([], None)
     last, why_not = _resume_point(work_dir) if exists else (None, 'no last_checkpoint file')
     if resume and load_from is None and last is None:
-        if saved:
+        if resumable:
             shown = ', '.join(osp.basename(p) for p in saved[:3])
             raise SystemExit(
                 f'--resume: {work_dir} has {why_not} (a save or an --overwrite run was '
                 f'interrupted before writing it). It holds {shown}{" ..." * (len(saved) > 3)}: '
-                f'to continue from the newest, give it: --resume {saved[0]}; to start anew, '
+                f'to continue from the newest, give it: --resume {resumable}; to start anew, '
                 f'run without --resume and with --overwrite.')
         stale = stale_temp_files(work_dir)
         partial = (f' It holds only incomplete files of an interrupted save: '
@@ -655,7 +657,7 @@ def check_work_dir(work_dir, resume, load_from, overwrite):
         return
     if saved or osp.exists(last_file):
         shown = ', '.join(osp.basename(p) for p in saved[:5]) or 'last_checkpoint'
-        resume_as = '--resume' if last else (f'--resume {saved[0]}' if saved else None)
+        resume_as = '--resume' if last else (f'--resume {resumable}' if resumable else None)
         continue_it = f'Continue it with {resume_as}, choose' if resume_as else 'Choose'
         raise SystemExit(f'{work_dir} already holds checkpoints of an earlier run ({shown}'
                          f'{" ..." * (len(saved) > 5)}); a new run would overwrite them. '

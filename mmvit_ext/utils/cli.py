@@ -78,13 +78,10 @@ def _datasets(dataset_cfg):
         yield dataset_cfg
 
 
-def _format_only(cfg, dataloader):
-    """Whether the evaluator of ``dataloader`` only writes results (COCO test-dev: no
-    ground truth needed)."""
+def _evaluators(cfg, dataloader):
     evaluator = cfg.get({'val_dataloader': 'val_evaluator',
                          'test_dataloader': 'test_evaluator'}.get(dataloader, ''))
-    evaluators = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator or {}]
-    return any(e.get('format_only') for e in evaluators)
+    return evaluator if isinstance(evaluator, (list, tuple)) else [evaluator or {}]
 
 
 def check_annotations(name, kind, path, format_only):
@@ -118,6 +115,7 @@ def check_annotations(name, kind, path, format_only):
 def check_data(cfg, dataloaders):
     """Stop with a message that names the expected path when a dataset root is missing, and
     check the annotation files (:func:`check_annotations`)."""
+    checked = set()  # a COCO file is read once (the val set's is also its metric's)
     for name in dataloaders:
         loader = cfg.get(name)
         if not loader:
@@ -137,8 +135,16 @@ def check_data(cfg, dataloaders):
                         f'{name}: {kind} expects "{path}", which does not exist. Put {hint} '
                         f'there (a symlink is fine), or point the config at it with '
                         f'--cfg-options {name}.dataset.data_root=/path/to/data. {DEMO_HINT}')
-            if ann and osp.isfile(paths[-1]):
-                check_annotations(name, ds.get('type'), paths[-1], _format_only(cfg, name))
+            # format_only (e.g. COCO test-dev): results are written, not scored
+            format_only = any(e.get('format_only') for e in _evaluators(cfg, name))
+            if ann and osp.isfile(paths[-1]) and paths[-1] not in checked:
+                check_annotations(name, ds.get('type'), paths[-1], format_only)
+                checked.add(paths[-1])
+        for evaluator in _evaluators(cfg, name):  # e.g. CocoMetric reads its own ground truth
+            ann = evaluator.get('ann_file')
+            if ann and osp.isfile(ann) and ann not in checked:
+                check_annotations(name.replace('dataloader', 'evaluator'),
+                                  evaluator.get('type'), ann, evaluator.get('format_only'))
 
 
 @contextlib.contextmanager
