@@ -31,7 +31,7 @@ import re
 import sys
 import tempfile
 import zipfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from urllib.parse import urlparse
 
 import numpy as np
@@ -174,7 +174,8 @@ def _resolve_globals(names):
 
 def _scan_pickle(stream, found):
     """Append to ``found`` the globals one pickle of ``stream`` imports (read up to its STOP)."""
-    recent, memo = [], {}  # values pushed (strings, else None), memo: what STACK_GLOBAL names
+    # the last two values pushed (strings, else None) and the memo: what STACK_GLOBAL names
+    recent, memo = deque([None, None], maxlen=2), {}
     proto = 2
     for opcode, arg, _ in pickletools.genops(stream):
         op = opcode.name
@@ -187,11 +188,10 @@ def _scan_pickle(stream, found):
                 module = _compat_pickle.IMPORT_MAPPING.get(module, module)
             found.append(f'{module}.{name}')
         elif op == 'STACK_GLOBAL':
-            pushed = recent[-2:]
-            found.append('.'.join(pushed) if len(pushed) == 2 and None not in pushed else
+            found.append('.'.join(recent) if None not in recent else
                          '(a global whose name is computed while unpickling)')
         if op in ('PUT', 'BINPUT', 'LONG_BINPUT', 'MEMOIZE'):
-            memo[len(memo) if op == 'MEMOIZE' else arg] = recent[-1] if recent else None
+            memo[len(memo) if op == 'MEMOIZE' else arg] = recent[-1]
         elif op in ('GET', 'BINGET', 'LONG_BINGET'):
             recent.append(memo.get(arg))
         else:
