@@ -74,8 +74,10 @@ def get_model(model, pretrained=False, device=None, **kwargs):
         model (str): a name of the index (``mmvit_ext.list_models()``), e.g.
             ``'rmt-s_8xb128_in1k'``, ``'mask-rcnn_rmt-s_fpn_1x_coco'``,
             ``'upernet_rmt-s_8xb2-160k_ade20k-512x512'``, or the path of a config file.
-        pretrained (bool | str): ``False``, or a local checkpoint file, loaded strictly (every
-            key must match). The index lists no downloadable weights, so ``True`` is an error.
+        pretrained (bool | str): ``False``, or a checkpoint: a file, or a URL or other place
+            mmengine's checkpoint schemes know, loaded safely (``weights_only=True``) and
+            strictly (every key must match). The index lists no downloadable weights, so
+            ``True`` is an error.
         device (str | torch.device, optional): where to put the model.
         **kwargs: merged into the config's ``model`` (e.g. ``backbone=dict(out_indices=(3,))``,
             ``head=dict(num_classes=10)``).

@@ -1,4 +1,5 @@
-"""A hook for the kill-during-save tests: SIGKILLs the trainer at one file operation of a save.
+"""A hook for the kill-during-save tests: SIGKILLs the trainer at one file operation of a save;
+and a metric that improves at every validation (new best checkpoints for sure).
 
 Imported by the test's config through ``custom_imports`` (PYTHONPATH holds the repo root). The
 kill happens at a file operation, not at a time, so the tests do not depend on machine speed.
@@ -8,8 +9,9 @@ import os
 import os.path as osp
 import signal
 
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.registry import HOOKS, METRICS
 
 
 def _die():
@@ -79,3 +81,20 @@ class KillAtFileOpHook(Hook):
             os.remove = remove
         else:
             raise ValueError(f'op must be "write" or "remove", got {op!r}')
+
+
+@METRICS.register_module()
+class EvaluationCountMetric(BaseMetric):
+    """``{'count': n}`` at the n-th evaluation: every validation is a new best (``rule='greater'``),
+    so that the kill tests meet the replacement of a best checkpoint for sure."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.count = 0
+
+    def process(self, data_batch, data_samples):
+        self.results.append(0)
+
+    def compute_metrics(self, results):
+        self.count += 1
+        return {'count': self.count}

@@ -14,6 +14,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -45,6 +47,11 @@ def list_images(path):
 
 def main(argv=None):
     args = parse_args(argv)
+    with checkpoint_errors_exit():  # a refused checkpoint: its message, no traceback
+        run(args)
+
+
+def run(args):
     for path, what in ((args.config, 'Config'), (args.checkpoint, 'Checkpoint')):
         if not osp.isfile(path):
             raise SystemExit(f'{what} file not found: {path}')

@@ -28,7 +28,7 @@ from mmvit_ext.utils.show import add_show_args, apply_show_args, apply_tta  # no
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     add_common_args(parser)  # adds the positional CONFIG first
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file or URL')
     parser.add_argument('--out', help='where to dump the predictions (see above)')
     add_show_args(parser)
     parser.add_argument('--fuse', choices=['auto', 'on', 'off'], default='auto',
@@ -40,7 +40,7 @@ def parse_args(argv=None):
 def apply_test_args(cfg, args):
     scope = cfg.default_scope
     cfg.load_from = args.checkpoint
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):  # or a URL
         raise SystemExit(f'Checkpoint not found: {args.checkpoint}')
     if args.out:
         dump = TOOLBOXES[scope]['dump_metric']

@@ -3,7 +3,8 @@
 mmengine's ``CheckpointHook`` writes checkpoints in place, deletes the oldest kept checkpoint
 before the new one exists, saves the ``message_hub`` as pickled ``HistoryBuffer``/numpy objects
 (which safe loading refuses) and loads other models' checkpoints with warnings only. This
-subclass keeps its options and fixes those four things.
+subclass keeps its options and fixes those four things; it also writes a new best checkpoint
+before it removes the previous one (mmengine removes first).
 """
 import os
 import os.path as osp
@@ -25,9 +26,9 @@ class SafeCheckpointHook(CheckpointHook):
 
     * Files are written to a temporary file in the same directory and ``os.replace``-d into
       place (the ``mmvit_ext_atomic_local`` file backend), ``last_checkpoint`` is updated only
-      once the checkpoint is complete, and the checkpoint falling out of ``max_keep_ckpts`` is
-      removed only after that. Temporary files of an interrupted save are removed (with a
-      warning) when training starts again.
+      once the checkpoint is complete, and the checkpoint falling out of ``max_keep_ckpts`` (or
+      the previous best checkpoint) is removed only after that. Temporary files of an
+      interrupted save are removed (with a warning) when training starts again.
     * The saved ``message_hub`` holds plain lists instead of ``HistoryBuffer`` objects, and
       ``meta['sha256']`` the SHA-256 of each entry (weights, optimizer ...); both are undone /
       verified on load.
@@ -79,6 +80,21 @@ class SafeCheckpointHook(CheckpointHook):
             raise CheckpointMismatchError(message)
         runner.logger.warning(f'--non-strict: loading only the matching weights. {message}')
 
+    def _save_best_checkpoint(self, runner, metrics):
+        # mmengine removes the previous best checkpoint before it writes the new one: a kill
+        # in between leaves none. Its removals are recorded here and done after the save.
+        backend = self.file_backend
+        self.file_backend = deferred = _DeferredRemoval(backend)
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            self.file_backend = backend
+        best = {getattr(self, 'best_ckpt_path', None),
+                *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for path in deferred.removed:
+            if path not in best:
+                _remove(backend, path)
+
     def _save_checkpoint_with_step(self, runner, step, meta):
         # Overrides mmengine's method for the order of the file operations: save the new
         # checkpoint (atomically), then point last_checkpoint at it, then remove the one that
@@ -86,10 +102,13 @@ class SafeCheckpointHook(CheckpointHook):
         outdated = None
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
                                             and self.keep_ckpt_ids[-1] == step):
-            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                outdated = self.keep_ckpt_ids.popleft()
-            self.keep_ckpt_ids.append(step)
-            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+            # The saved list still names the outdated checkpoint: after a kill before its
+            # removal, mmengine's before_train of the resumed run removes it.
+            kept = list(self.keep_ckpt_ids) + [step]
+            runner.message_hub.update_info('keep_ckpt_ids', kept)
+            if len(kept) > self.max_keep_ckpts:
+                outdated = kept[0]
+            self.keep_ckpt_ids.append(step)  # a deque of maxlen max_keep_ckpts
 
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
@@ -102,8 +121,28 @@ class SafeCheckpointHook(CheckpointHook):
             return
         atomic_write_bytes(self.last_ckpt.encode(), osp.join(runner.work_dir, 'last_checkpoint'))
         if outdated is not None:
-            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
-                self.file_backend.rmtree(path)
+            _remove(self.file_backend,
+                    self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated)))
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+
+
+def _remove(backend, path):
+    if backend.isfile(path):
+        backend.remove(path)
+    elif backend.isdir(path):  # deepspeed checkpoints are directories
+        backend.rmtree(path)
+
+
+class _DeferredRemoval:
+    """A file backend whose ``remove``/``rmtree`` only record the path."""
+
+    def __init__(self, backend):
+        self.backend, self.removed = backend, []
+
+    def remove(self, path):
+        self.removed.append(path)
+
+    rmtree = remove
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)

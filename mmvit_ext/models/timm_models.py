@@ -19,6 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from mmvit_ext.apis import load_model_index
 from mmvit_ext.registry import MODELS
+from mmvit_ext.utils.checkpoint import load_timm_pretrained
 
 # timm name -> the model-index name of the config it is built from
 TIMM_VARIANTS = {
@@ -142,6 +143,11 @@ class MMViTClassifier(nn.Module):
             return intermediates
         return outs[-1], intermediates
 
+    def load_pretrained(self, path):
+        """timm's loader of ``pretrained`` weights (``custom_load``): this package's, which
+        loads safely, verifies the SHA-256 and matches strictly."""
+        load_timm_pretrained(self, path)
+
     def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
         """Features only: drop the neck and head (timm calls this for ``features_only``)."""
         indices = self._stage_indices(indices)
@@ -153,6 +159,10 @@ class MMViTClassifier(nn.Module):
 
 def _create(variant, pretrained=False, **kwargs):
     config = load_model_index()[TIMM_VARIANTS[variant]]['Config']
+    # a file or url of pretrained weights goes to MMViTClassifier.load_pretrained (timm resets
+    # custom_load when the overlay names a file, hence set here)
+    kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {},
+                                            custom_load=True)
     return build_model_with_cfg(
         MMViTClassifier, variant, pretrained, config=config,
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)

@@ -78,8 +78,44 @@ def _datasets(dataset_cfg):
         yield dataset_cfg
 
 
+def _evaluators(cfg, dataloader):
+    evaluator = cfg.get({'val_dataloader': 'val_evaluator',
+                         'test_dataloader': 'test_evaluator'}.get(dataloader, ''))
+    return evaluator if isinstance(evaluator, (list, tuple)) else [evaluator or {}]
+
+
+def check_annotations(name, kind, path, format_only):
+    """Stop with a message naming ``path`` when an annotation file has no samples or, for COCO,
+    lacks what training or evaluation needs (the toolboxes would fail with "need at least one
+    array to concatenate" or evaluate to -1 without a word)."""
+    if path.endswith('.json') and 'Coco' in str(kind):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f'{name}: the annotation file {path} is malformed JSON ({err}). '
+                             f'Fix or regenerate it.') from None
+        needed = ['images', 'categories'] + ([] if format_only else ['annotations'])
+        missing = [key for key in needed if not isinstance(data, dict)
+                   or not isinstance(data.get(key), list)]
+        if missing or not data['images']:
+            what = (f'has no {" / ".join(repr(k) for k in missing)} list' if missing
+                    else "lists no 'images'")
+            raise SystemExit(
+                f'{name}: the COCO annotation file {path} {what}. Use the instances_*.json '
+                f'file of the split (image-info files without annotations, e.g. test-dev, '
+                f'only with the evaluator\'s format_only=True).')
+    elif path.endswith('.txt'):
+        with open(path) as f:
+            if not any(line.strip() for line in f):
+                raise SystemExit(f'{name}: the annotation list {path} is empty: it lists no '
+                                 f'samples. Regenerate it, or point ann_file at the right list.')
+
+
 def check_data(cfg, dataloaders):
-    """Stop with a message that names the expected path when a dataset root is missing."""
+    """Stop with a message that names the expected path when a dataset root is missing, and
+    check the annotation files (:func:`check_annotations`)."""
+    checked = set()  # a COCO file is read once (the val set's is also its metric's)
     for name in dataloaders:
         loader = cfg.get(name)
         if not loader:
@@ -99,6 +135,16 @@ def check_data(cfg, dataloaders):
                         f'{name}: {kind} expects "{path}", which does not exist. Put {hint} '
                         f'there (a symlink is fine), or point the config at it with '
                         f'--cfg-options {name}.dataset.data_root=/path/to/data. {DEMO_HINT}')
+            # format_only (e.g. COCO test-dev): results are written, not scored
+            format_only = any(e.get('format_only') for e in _evaluators(cfg, name))
+            if ann and osp.isfile(paths[-1]) and paths[-1] not in checked:
+                check_annotations(name, ds.get('type'), paths[-1], format_only)
+                checked.add(paths[-1])
+        for evaluator in _evaluators(cfg, name):  # e.g. CocoMetric reads its own ground truth
+            ann = evaluator.get('ann_file')
+            if ann and osp.isfile(ann) and ann not in checked:
+                check_annotations(name.replace('dataloader', 'evaluator'),
+                                  evaluator.get('type'), ann, evaluator.get('format_only'))
 
 
 @contextlib.contextmanager

@@ -8,11 +8,8 @@ from collections import OrderedDict
 
 import torch
 
-from .checkpoint import (OFFICIAL_SAFE_GLOBALS, load_checkpoint_file, save_checkpoint_file,
-                         state_dict_mismatches, unsafe_globals)
-
-TRUST_HINT = ('If the file comes from a source you trust, rerun with --trust-checkpoint, which '
-              'loads it with weights_only=False and so runs whatever it holds.')
+from .checkpoint import (OFFICIAL_SAFE_GLOBALS, check_checkpoint_structure, load_checkpoint_file,
+                         save_checkpoint_file, state_dict_mismatches, unsafe_globals)
 
 
 def load_official_state_dict(path, entry='auto', trust=False):
@@ -22,19 +19,21 @@ def load_official_state_dict(path, entry='auto', trust=False):
         path (str): The file.
         entry (str): ``'auto'`` takes ``state_dict``, then ``model``, then the bare dict;
             any other value names the entry (``'model_ema'`` for EMA weights).
-        trust (bool): Load with ``weights_only=False`` (after printing the globals the file
-            will import). Otherwise only tensors, plain data and ``OFFICIAL_SAFE_GLOBALS``
-            load; anything else is refused.
+        trust (bool): Load with ``weights_only=False`` (after printing every global the file
+            will import; a file whose globals cannot all be listed is refused). Otherwise only
+            tensors, plain data and ``OFFICIAL_SAFE_GLOBALS`` load; anything else is refused.
+
+    Raises:
+        CheckpointError (one line naming the file), KeyError for a missing ``entry``.
     """
     if trust:
+        wanted = unsafe_globals(path)
         print(f'--trust-checkpoint: loading {path} with weights_only=False; unpickling it '
-              f'imports and may call: {", ".join(unsafe_globals(path)) or "nothing unusual"}')
+              f'imports and may call: {", ".join(wanted) or "nothing beyond tensors"}')
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        check_checkpoint_structure(ckpt, path)
     else:
-        ckpt = load_checkpoint_file(path, allowed_globals=OFFICIAL_SAFE_GLOBALS,
-                                    refusal_hint=TRUST_HINT)
-    if not isinstance(ckpt, dict):
-        raise TypeError(f'{path}: expected a dict checkpoint, got {type(ckpt).__name__}.')
+        ckpt = load_checkpoint_file(path, allowed_globals=OFFICIAL_SAFE_GLOBALS)
     if entry == 'auto':
         for name in ('state_dict', 'model'):
             if isinstance(ckpt.get(name), dict):

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, too
 
 from mmvit_ext.converters.rmt import convert_file  # noqa: E402
+from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
 
 
 def main(argv=None):
@@ -35,7 +36,8 @@ def main(argv=None):
                         help='load SRC with weights_only=False: runs any code the file holds '
                              '(prints the globals it imports first); only for trusted files')
     args = parser.parse_args(argv)
-    print(convert_file(args.src, args.dst, args.entry, args.arch, trust=args.trust_checkpoint))
+    with checkpoint_errors_exit():
+        print(convert_file(args.src, args.dst, args.entry, args.arch, trust=args.trust_checkpoint))
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
 from mmvit_ext.utils.ema import WEIGHTS, extract_weights  # noqa: E402
 
 
@@ -27,7 +28,8 @@ def main(argv=None):
                              'trained (non-EMA)')
     args = parser.parse_args(argv)
     try:
-        count = extract_weights(args.src, args.dst, args.weights)
+        with checkpoint_errors_exit():
+            count = extract_weights(args.src, args.dst, args.weights)
     except (KeyError, FileNotFoundError) as err:
         raise SystemExit(err.args[0] if err.args else str(err))
     print(f'{args.weights} weights of {args.src} ({count} tensors) -> {args.dst}')
