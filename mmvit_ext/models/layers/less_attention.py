@@ -17,6 +17,27 @@ import torch.nn.functional as F
 from mmvit_ext.registry import MODELS
 
 
+def adaptive_avg_pool_matrix(hw, pool_size, like):
+    """``F.adaptive_avg_pool2d`` to ``pool_size x pool_size`` as a (pool_size ** 2, H * W) matrix
+    over row-major tokens: row ``(i, j)`` averages the window ``[floor(i H / P), ceil((i + 1) H
+    / P)) x [floor(j W / P), ceil((j + 1) W / P))``.
+
+    Built from the sizes with tensor ops, so a traced or exported program recomputes the windows
+    for its input size (a pooling kernel would be frozen at the traced size). Computed in fp32,
+    returned in ``like``'s dtype and device.
+    """
+    def windows(size):  # (P, size): 1 / |window| inside output i's window, else 0
+        i = torch.arange(pool_size, device=like.device)[:, None]
+        start = i * size // pool_size
+        end = ((i + 1) * size + pool_size - 1) // pool_size
+        pos = torch.arange(size, device=like.device)
+        return ((pos >= start) & (pos < end)) / (end - start)
+
+    rows, cols = windows(hw[0]), windows(hw[1])
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(
+        pool_size ** 2, hw[0] * hw[1]).to(like.dtype)
+
+
 class PooledKeyValueTokens(nn.Module):
     """The key/value tokens of linear spatial-reduction attention (PVTv2-li).
 
@@ -36,10 +57,9 @@ class PooledKeyValueTokens(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x, hw):
-        B, N, C = x.shape
-        x = x.transpose(1, 2).reshape(B, C, *hw)
-        x = F.adaptive_avg_pool2d(x, self.pool_size)
-        x = self.sr(x).flatten(2).transpose(1, 2)
+        pooled = adaptive_avg_pool_matrix(hw, self.pool_size, x) @ x  # (B, K, C)
+        # the 1x1 conv on the pooled tokens is a Linear over their channels
+        x = F.linear(pooled, self.sr.weight.flatten(1), self.sr.bias)
         return self.act(self.norm(x))
 
 
