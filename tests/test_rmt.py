@@ -47,10 +47,14 @@ def test_rel_pos_matches_oracle_and_is_cached():
     for H, W in SIZES:
         (cos, sin), (mask_w, mask_h) = ours(H, W, True, like=x)
         (ref_sin, ref_cos), (ref_h, ref_w) = ref(H, W, True)
-        torch.testing.assert_close(cos.squeeze(2), ref_cos)
-        # the sine table carries the sign of the pair swap: (-sin, sin) per channel pair
-        torch.testing.assert_close(sin.squeeze(2)[..., 1::2], ref_sin[..., 1::2])
-        torch.testing.assert_close(sin.squeeze(2)[..., 0::2], -ref_sin[..., 0::2])
+        # pair j: official channels (2j, 2j + 1), ours (j, j + d/2); the sine table carries
+        # the sign of the rotation, (-sin, sin)
+        d = ref_cos.shape[-1]
+        for ours_half, official in ((slice(0, d // 2), slice(0, d, 2)),
+                                    (slice(d // 2, d), slice(1, d, 2))):
+            torch.testing.assert_close(cos.squeeze(2)[..., ours_half], ref_cos[..., official])
+        torch.testing.assert_close(sin.squeeze(2)[..., :d // 2], -ref_sin[..., 0::2])
+        torch.testing.assert_close(sin.squeeze(2)[..., d // 2:], ref_sin[..., 1::2])
         torch.testing.assert_close(mask_w, ref_w[None])
         torch.testing.assert_close(mask_h, ref_h[None])  # (1, N, H, H), broadcast, not repeated
         _, mask = ours(H, W, False, like=x)

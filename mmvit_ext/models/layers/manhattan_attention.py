@@ -35,17 +35,20 @@ from .attention_ops import softmax_attention
 
 
 def rotate_pairs(x, cos, sin):
-    """Rotate every channel pair ``(x0, x1) = (x[2j], x[2j+1])`` of ``x`` by its angle ``a``:
-    ``(x0 cos a - x1 sin a, x1 cos a + x0 sin a)``, i.e. the official
-    ``x * cos + rotate_every_two(x) * sin``, written ``x * cos + swap(x) * (-sin, sin)`` so that
-    the pair swap needs no negation pass.
+    """Rotate every channel pair of ``x`` by its angle ``a``: ``(x0, x1) -> (x0 cos a - x1 sin a,
+    x1 cos a + x0 sin a)``, the official ``x * cos + rotate_every_two(x) * sin``.
 
-    ``cos``: the cosine of each channel's pair angle, ``sin``: the signed sine ``(-sin a, sin a)``
-    per pair (the tables of :class:`ManhattanRelPos`), both broadcastable to ``x``. Real tensors
-    only, so every dtype, tracer and exporter takes it.
+    The official pairs are the interleaved channels ``(2j, 2j + 1)`` of a head; here a head's
+    channels come in halves, pair ``j`` being ``(x[j], x[j + d/2])`` (the q/k projection rows
+    are ordered so, see :meth:`_ManhattanAttentionBase.qk_weights`; the scores ``q . k`` do not
+    depend on the channel order). The partner of every channel is then the other half, a
+    contiguous copy, where swapping interleaved pairs is a strided one.
+
+    ``cos``: ``(cos a, cos a)``, ``sin``: ``(-sin a, sin a)`` per half (the tables of
+    :class:`ManhattanRelPos`), broadcastable to ``x``.
     """
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return torch.addcmul(x * cos, swapped, sin)
+    first, second = x.chunk(2, dim=-1)
+    return torch.addcmul(x * cos, torch.cat((second, first), dim=-1), sin)
 
 
 @MODELS.register_module()
@@ -70,10 +73,10 @@ class ManhattanRelPos(nn.Module):
         heads_range (float): Spread of the exponents over the heads. Defaults to 4.
 
     Call ``rel_pos(H, W, decomposed, like)`` (``like``: a tensor giving device and dtype) returns
-    ``((cos, sin), masks)``, all in ``like``'s dtype, with ``cos``, ``sin``: (H, W, 1, d), per
-    channel pair j (channels 2j, 2j+1) ``cos((y * W + x) * freq_j)`` twice and the signed
-    ``(-sin, sin)`` of that angle (the tables of :func:`rotate_pairs`; the angles are computed in
-    fp32 as officially), and ``masks``:
+    ``((cos, sin), masks)``, all in ``like``'s dtype, with ``cos``, ``sin``: (H, W, 1, d), for
+    the angle ``a_j = (y * W + x) * freq_j`` of pair ``j`` (channels ``j`` and ``j + d/2``, see
+    :func:`rotate_pairs`; computed in fp32 as officially) ``cos a_j`` at both channels and
+    ``-sin a_j``, ``sin a_j``, and ``masks``:
 
     * ``decomposed=True``: ``(mask_w, mask_h)`` with ``mask_w``: (1, N, W, W),
       ``mask_w[0, n, x, x'] = decay[n] * |x - x'|``, and ``mask_h``: (1, N, H, H),
@@ -114,9 +117,9 @@ class ManhattanRelPos(nn.Module):
         decay = self.decay.to(device)
         angle = self.angle.to(device)
         index = torch.arange(height * width, device=device, dtype=angle.dtype)
-        phase = (index[:, None] * angle).reshape(height, width, 1, -1)
-        sign = torch.tensor([-1., 1.], device=device).repeat(angle.numel() // 2)
-        rotation = (phase.cos().to(dtype), (phase.sin() * sign).to(dtype))
+        phase = (index[:, None] * angle[0::2]).reshape(height, width, 1, -1)
+        cos, sin = phase.cos(), phase.sin()
+        rotation = (torch.cat((cos, cos), -1).to(dtype), torch.cat((-sin, sin), -1).to(dtype))
         ys = torch.arange(height, device=device, dtype=decay.dtype)
         xs = torch.arange(width, device=device, dtype=decay.dtype)
         dist_h = (ys[:, None] - ys[None]).abs()
@@ -202,11 +205,16 @@ class _ManhattanAttentionBase(nn.Module):
     def qk_weights(self):
         """q_proj and k_proj as one Linear whose outputs are ordered (N, 2, d) per token: one
         GEMM and one rotation for both, and q, k stay viewable (not copied) into the W-pass and
-        H-pass layouts."""
-        N, d, C = self.num_heads, self.head_dims, self.embed_dims
-        weight = torch.stack((self.q_proj.weight.view(N, d, C), self.k_proj.weight.view(N, d, C)),
+        H-pass layouts. Each head's d channels come as the even ones, then the odd ones: the
+        official rotation pairs (2j, 2j + 1) become (j, j + d/2), see :func:`rotate_pairs`."""
+        N, d = self.num_heads, self.head_dims
+
+        def halves(t):  # (C, ...) -> (N, d, ...), per head the even channels, then the odd
+            return t.unflatten(0, (N, d // 2, 2)).transpose(1, 2).flatten(1, 2)
+
+        weight = torch.stack((halves(self.q_proj.weight), halves(self.k_proj.weight)),
                              dim=1).flatten(0, 2)
-        bias = torch.stack((self.q_proj.bias.view(N, d), self.k_proj.bias.view(N, d)),
+        bias = torch.stack((halves(self.q_proj.bias), halves(self.k_proj.bias)),
                            dim=1).flatten()
         return weight, bias
 
