@@ -17,25 +17,28 @@ import torch.nn.functional as F
 from mmvit_ext.registry import MODELS
 
 
-def adaptive_avg_pool_matrix(hw, pool_size, like):
-    """``F.adaptive_avg_pool2d`` to ``pool_size x pool_size`` as a (pool_size ** 2, H * W) matrix
-    over row-major tokens: row ``(i, j)`` averages the window ``[floor(i H / P), ceil((i + 1) H
-    / P)) x [floor(j W / P), ceil((j + 1) W / P))``.
+def adaptive_avg_pool_tokens(x, hw, pool_size):
+    """``F.adaptive_avg_pool2d`` of the (H, W) map of row-major tokens to ``pool_size x
+    pool_size``: output ``(i, j)`` averages the window ``[floor(i H / P), ceil((i + 1) H / P))
+    x [floor(j W / P), ceil((j + 1) W / P))``.
 
-    Built from the sizes with tensor ops, so a traced or exported program recomputes the windows
-    for its input size (a pooling kernel would be frozen at the traced size). Computed in fp32,
-    returned in ``like``'s dtype and device.
+    Rows, then columns, each a product with a (P, side) window-averaging matrix built from the
+    sizes with tensor ops, so a traced or exported program recomputes the windows for its
+    input size (a pooling kernel would be frozen at the traced size).
+
+    Shapes: x (..., H * W, C), hw (H, W) -> (..., P * P, C).
     """
     def windows(size):  # (P, size): 1 / |window| inside output i's window, else 0
-        i = torch.arange(pool_size, device=like.device)[:, None]
+        i = torch.arange(pool_size, device=x.device)[:, None]
         start = i * size // pool_size
         end = ((i + 1) * size + pool_size - 1) // pool_size
-        pos = torch.arange(size, device=like.device)
-        return ((pos >= start) & (pos < end)) / (end - start)
+        pos = torch.arange(size, device=x.device)
+        return (((pos >= start) & (pos < end)) / (end - start)).to(x.dtype)
 
-    rows, cols = windows(hw[0]), windows(hw[1])
-    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(
-        pool_size ** 2, hw[0] * hw[1]).to(like.dtype)
+    height, width = hw
+    x = windows(height) @ x.unflatten(-2, (height, width)).flatten(-2)  # (..., P, W * C)
+    x = windows(width) @ x.unflatten(-1, (width, -1))                     # (..., P, P, C)
+    return x.flatten(-3, -2)
 
 
 class PooledKeyValueTokens(nn.Module):
@@ -57,7 +60,7 @@ class PooledKeyValueTokens(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x, hw):
-        pooled = adaptive_avg_pool_matrix(hw, self.pool_size, x) @ x  # (B, K, C)
+        pooled = adaptive_avg_pool_tokens(x, hw, self.pool_size)  # (B, K, C)
         # the 1x1 conv on the pooled tokens is a Linear over their channels
         x = F.linear(pooled, self.sr.weight.flatten(1), self.sr.bias)
         return self.act(self.norm(x))
