@@ -129,6 +129,14 @@ class BaseBackbone(BaseModule):
     def depths(self):
         return list(self.arch['depths'])
 
+    @property
+    def size_divisor(self):
+        """``(div_h, div_w)``: input sides for which a program traced or exported with dynamic
+        H and W computes what this backbone computes are the multiples of these. 32, the output
+        stride: every strided conv then halves exactly and the size arithmetic traced at one
+        such size holds at all of them."""
+        return 32, 32
+
     # -- running blocks -----------------------------------------------------------------------
     def run_block(self, block, *args):
         """Run one block, with activation checkpointing when ``with_cp`` is set."""

@@ -2,13 +2,15 @@
 Pale-Shaped Attention", AAAI 2022), built from the paper (the choices it leaves open are listed
 in configs/pale/README.md): no official code or weights exist.
 """
+import math
+
 import torch.nn as nn
 from mmcv.cnn.bricks.drop import DropPath
 from mmcv.cnn.bricks.transformer import FFN
 
 from mmvit_ext.registry import MODELS
 from ..layers.conv_pos_enc import ConvPosEnc
-from ..layers.pale_attention import PaleShapedAttention
+from ..layers.pale_attention import PaleShapedAttention, pale_pair
 from ..layers.patch_embed import ConvPatchEmbed
 from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
 
@@ -96,6 +98,15 @@ class PaleTransformer(BaseBackbone):
             nn.LayerNorm(dims[i], eps=1e-6) if i in self.out_indices else nn.Identity()
             for i in range(num_stages)) if with_out_norms else None
         self._freeze_stages()
+
+    @property
+    def size_divisor(self):
+        """Multiples of the output stride whose map sides at every stage are multiples of the
+        stage's pale size (stride ``2 ** (i + 2)``): e.g. 224 for pale size 7. Other sides pad
+        the groups of some stage (:class:`PaleShapedAttention`), another graph."""
+        sizes = [pale_pair(s, 'pale_size') for s in self.pale_sizes]
+        return tuple(math.lcm(32, *(2**(i + 2) * s[axis] for i, s in enumerate(sizes)))
+                     for axis in (0, 1))
 
     @staticmethod
     def _per_stage(pale_size, num_stages):

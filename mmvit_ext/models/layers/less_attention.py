@@ -17,6 +17,30 @@ import torch.nn.functional as F
 from mmvit_ext.registry import MODELS
 
 
+def adaptive_avg_pool_tokens(x, hw, pool_size):
+    """``F.adaptive_avg_pool2d`` of the (H, W) map of row-major tokens to ``pool_size x
+    pool_size``: output ``(i, j)`` averages the window ``[floor(i H / P), ceil((i + 1) H / P))
+    x [floor(j W / P), ceil((j + 1) W / P))``.
+
+    Rows, then columns, each a product with a (P, side) window-averaging matrix built from the
+    sizes with tensor ops, so a traced or exported program recomputes the windows for its
+    input size (a pooling kernel would be frozen at the traced size).
+
+    Shapes: x (..., H * W, C), hw (H, W) -> (..., P * P, C).
+    """
+    def windows(size):  # (P, size): 1 / |window| inside output i's window, else 0
+        i = torch.arange(pool_size, device=x.device)[:, None]
+        start = i * size // pool_size
+        end = ((i + 1) * size + pool_size - 1) // pool_size
+        pos = torch.arange(size, device=x.device)
+        return (((pos >= start) & (pos < end)) / (end - start)).to(x.dtype)
+
+    height, width = hw
+    x = windows(height) @ x.unflatten(-2, (height, width)).flatten(-2)  # (..., P, W * C)
+    x = windows(width) @ x.unflatten(-1, (width, -1))                     # (..., P, P, C)
+    return x.flatten(-3, -2)
+
+
 class PooledKeyValueTokens(nn.Module):
     """The key/value tokens of linear spatial-reduction attention (PVTv2-li).
 
@@ -36,10 +60,9 @@ class PooledKeyValueTokens(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x, hw):
-        B, N, C = x.shape
-        x = x.transpose(1, 2).reshape(B, C, *hw)
-        x = F.adaptive_avg_pool2d(x, self.pool_size)
-        x = self.sr(x).flatten(2).transpose(1, 2)
+        pooled = adaptive_avg_pool_tokens(x, hw, self.pool_size)  # (B, K, C)
+        # the 1x1 conv on the pooled tokens is a Linear over their channels
+        x = F.linear(pooled, self.sr.weight.flatten(1), self.sr.bias)
         return self.act(self.norm(x))
 
 

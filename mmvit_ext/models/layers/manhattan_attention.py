@@ -3,7 +3,7 @@
 Three registered modules:
 
 * :class:`ManhattanRelPos` builds, for a feature size (H, W), what all blocks of a stage share:
-  the rotation table ``exp(i * angle)`` of the raster index and the log-decay masks;
+  the rotation tables ``cos``/``sin`` of the raster index's angles and the log-decay masks;
 * :class:`ManhattanSelfAttention`: full MaSA, attention over all HW tokens with the 2-D Manhattan
   decay ``gamma_n ** (|dy| + |dx|)``;
 * :class:`DecomposedManhattanSelfAttention`: attention inside every row (W pass), then inside
@@ -34,25 +34,21 @@ from mmvit_ext.registry import MODELS
 from .attention_ops import softmax_attention
 
 
-def rotate_every_two(x):
-    """Rotate each interleaved pair (x0, x1) -> (-x1, x0) along the last axis."""
-    x_even, x_odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
+def rotate_pairs(x, cos, sin):
+    """Rotate every channel pair of ``x`` by its angle ``a``: ``(x0, x1) -> (x0 cos a - x1 sin a,
+    x1 cos a + x0 sin a)``, the official ``x * cos + rotate_every_two(x) * sin``.
 
+    The official pairs are the interleaved channels ``(2j, 2j + 1)`` of a head; here a head's
+    channels come in halves, pair ``j`` being ``(x[j], x[j + d/2])`` (the q/k projection rows
+    are ordered so, see :meth:`_ManhattanAttentionBase.qk_weights`; the scores ``q . k`` do not
+    depend on the channel order). The partner of every channel is then the other half, a
+    contiguous copy, where swapping interleaved pairs is a strided one.
 
-def theta_shift(x, rotation):
-    """Rotate every channel pair ``(x[2i], x[2i+1])`` of ``x`` by its position's angle.
-
-    ``rotation`` holds ``exp(i * angle)`` per pair (complex, broadcastable to ``x`` with the last
-    axis halved). fp32/fp64 inputs are rotated as one complex product; other dtypes (fp16/bf16
-    under AMP) use the real form ``x * cos + rotate_every_two(x) * sin`` in the table's precision.
+    ``cos``: ``(cos a, cos a)``, ``sin``: ``(-sin a, sin a)`` per half (the tables of
+    :class:`ManhattanRelPos`), broadcastable to ``x``.
     """
-    if x.dtype in (torch.float32, torch.float64):
-        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
-        return torch.view_as_real(pairs * rotation.to(pairs.dtype)).flatten(-2)
-    cos = rotation.real.repeat_interleave(2, dim=-1)
-    sin = rotation.imag.repeat_interleave(2, dim=-1)
-    return x * cos + rotate_every_two(x) * sin
+    first, second = x.chunk(2, dim=-1)
+    return torch.addcmul(x * cos, torch.cat((second, first), dim=-1), sin)
 
 
 @MODELS.register_module()
@@ -63,9 +59,12 @@ class ManhattanRelPos(nn.Module):
     (``decay = log(gamma)`` is stored); the rotation frequencies of the ``d / 2`` channel pairs
     are ``10000 ** -(i / (d / 2 - 1))`` (end points 1 and 1e-4 included), each used twice.
 
-    ``decay`` and ``angle`` are derived constants (non-persistent buffers). The tables of the
-    last (H, W, device, dtype) are cached, so a stage of blocks, and the next forward at the same
-    size, reuse them; a new size replaces the cache (memory stays bounded for det/seg inputs).
+    ``decay`` and ``angle`` are derived constants (non-persistent buffers). In eager mode the
+    tables of the last (H, W, device, dtype) are cached, so a stage of blocks, and the next
+    forward at the same size, reuse them; a new size replaces the cache (memory stays bounded for
+    det/seg inputs). While compiling, exporting or tracing they are built from the (symbolic)
+    sizes on every call: a cache lookup would compare the traced sizes with the last eager ones
+    and bake that size into the program.
 
     Args:
         embed_dims (int): Channels C.
@@ -74,8 +73,10 @@ class ManhattanRelPos(nn.Module):
         heads_range (float): Spread of the exponents over the heads. Defaults to 4.
 
     Call ``rel_pos(H, W, decomposed, like)`` (``like``: a tensor giving device and dtype) returns
-    ``(rotation, masks)`` with ``rotation``: (H, W, 1, d / 2) complex, ``exp(i * (y * W + x) *
-    freq_j)`` (complex128 for fp64, else complex64), and ``masks``:
+    ``((cos, sin), masks)``, all in ``like``'s dtype, with ``cos``, ``sin``: (H, W, 1, d), for
+    the angle ``a_j = (y * W + x) * freq_j`` of pair ``j`` (channels ``j`` and ``j + d/2``, see
+    :func:`rotate_pairs`; computed in fp32 as officially) ``cos a_j`` at both channels and
+    ``-sin a_j``, ``sin a_j``, and ``masks``:
 
     * ``decomposed=True``: ``(mask_w, mask_h)`` with ``mask_w``: (1, N, W, W),
       ``mask_w[0, n, x, x'] = decay[n] * |x - x'|``, and ``mask_h``: (1, N, H, H),
@@ -103,6 +104,8 @@ class ManhattanRelPos(nn.Module):
         self._cache = None
 
     def forward(self, height, width, decomposed, like):
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return self._build(height, width, decomposed, like.device, like.dtype)
         key = (height, width, bool(decomposed), like.device, like.dtype)
         if key != self._cache_key:
             self._cache = self._build(height, width, decomposed, like.device, like.dtype)
@@ -115,8 +118,8 @@ class ManhattanRelPos(nn.Module):
         angle = self.angle.to(device)
         index = torch.arange(height * width, device=device, dtype=angle.dtype)
         phase = (index[:, None] * angle[0::2]).reshape(height, width, 1, -1)
-        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        rotation = torch.complex(phase.cos(), phase.sin()).to(complex_dtype)
+        cos, sin = phase.cos(), phase.sin()
+        rotation = (torch.cat((cos, cos), -1).to(dtype), torch.cat((-sin, sin), -1).to(dtype))
         ys = torch.arange(height, device=device, dtype=decay.dtype)
         xs = torch.arange(width, device=device, dtype=decay.dtype)
         dist_h = (ys[:, None] - ys[None]).abs()
@@ -136,9 +139,10 @@ class ManhattanRelPos(nn.Module):
 
 
 def rotate_qk(qk, rotation):
-    """Rotate q and k packed as (B, H, W, N, 2, d) by ``rotation`` (H, W, 1, d/2) -> q, k as
-    (B, H, W, N, d) views."""
-    return theta_shift(qk, rotation.unsqueeze(-2)).unbind(-2)
+    """Rotate q and k packed as (B, H, W, N, 2, d) by ``rotation = (cos, sin)`` (H, W, 1, d each)
+    -> q, k as (B, H, W, N, d) views."""
+    cos, sin = (t.unsqueeze(-2) for t in rotation)
+    return rotate_pairs(qk, cos, sin).unbind(-2)
 
 
 def manhattan_attention(q, k, v, mask, scale):
@@ -201,11 +205,16 @@ class _ManhattanAttentionBase(nn.Module):
     def qk_weights(self):
         """q_proj and k_proj as one Linear whose outputs are ordered (N, 2, d) per token: one
         GEMM and one rotation for both, and q, k stay viewable (not copied) into the W-pass and
-        H-pass layouts."""
-        N, d, C = self.num_heads, self.head_dims, self.embed_dims
-        weight = torch.stack((self.q_proj.weight.view(N, d, C), self.k_proj.weight.view(N, d, C)),
+        H-pass layouts. Each head's d channels come as the even ones, then the odd ones: the
+        official rotation pairs (2j, 2j + 1) become (j, j + d/2), see :func:`rotate_pairs`."""
+        N, d = self.num_heads, self.head_dims
+
+        def halves(t):  # (C, ...) -> (N, d, ...), per head the even channels, then the odd
+            return t.unflatten(0, (N, d // 2, 2)).transpose(1, 2).flatten(1, 2)
+
+        weight = torch.stack((halves(self.q_proj.weight), halves(self.k_proj.weight)),
                              dim=1).flatten(0, 2)
-        bias = torch.stack((self.q_proj.bias.view(N, d), self.k_proj.bias.view(N, d)),
+        bias = torch.stack((halves(self.q_proj.bias), halves(self.k_proj.bias)),
                            dim=1).flatten()
         return weight, bias
 

@@ -10,7 +10,7 @@ from mmvit_ext.registry import MODELS
 from .attention_ops import softmax_attention
 
 
-def _pair(value, name):
+def pale_pair(value, name):
     if isinstance(value, int):
         value = (value, value)
     value = tuple(value)
@@ -82,7 +82,7 @@ class PaleShapedAttention(nn.Module):
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads
-        self.pale_size = _pair(pale_size, 'pale_size')
+        self.pale_size = pale_pair(pale_size, 'pale_size')
         self.attn_drop = attn_drop
         self.q = separable_conv_bn(embed_dims)
         self.k = separable_conv_bn(embed_dims)

@@ -36,10 +36,13 @@ class ResidualAttentionDownsample(nn.Module):
             raise ValueError(f'logits must be (B, {self.in_heads}, H*W={hw[0] * hw[1]}, K), '
                              f'got {tuple(logits.shape)}.')
         pad = (0, 0, 0, hw[1] % 2, 0, hw[0] % 2)  # odd sides: one zero row/column at the end
-        pooled = F.avg_pool3d(F.pad(logits.reshape(B, h, hw[0], hw[1], K), pad), (2, 2, 1))
-        if any(pad):  # average over the queries inside the map only
-            inside = F.avg_pool3d(F.pad(logits.new_ones(1, 1, hw[0], hw[1], 1), pad), (2, 2, 1))
-            pooled = pooled / inside
+
+        def window_sums(grid):  # (.., .., 2H', 2W', ..) -> sums over the 2x2 query windows
+            return grid.unflatten(2, (-1, 2)).unflatten(4, (-1, 2)).sum((3, 5))
+
+        # the mean over the queries inside the map only
+        inside = window_sums(F.pad(logits.new_ones(1, 1, hw[0], hw[1], 1), pad))
+        pooled = window_sums(F.pad(logits.reshape(B, h, hw[0], hw[1], K), pad)) / inside
         pooled = pooled.flatten(2, 3)  # (B, h, H'*W', K); no -1, so that B = 0 works
         return torch.einsum('bhnk,oh->bonk', pooled, self.head_mix.weight) + \
             self.head_mix.bias.view(1, -1, 1, 1)

@@ -1,8 +1,8 @@
 """LaViT's diagonality-preserving loss on the attention of less-attention layers."""
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmvit_ext.registry import MODELS
+from ..layers.less_attention import adaptive_avg_pool_tokens
 
 
 def cell_pooled_attention(attn, hw, pool_size=7):
@@ -16,13 +16,11 @@ def cell_pooled_attention(attn, hw, pool_size=7):
         attn: (B, h, H * W, K) probabilities with ``K = pool_size ** 2``; hw: (H, W)
         -> (B, h, K, K), rows summing to 1.
     """
-    B, h, N, K = attn.shape
+    N, K = attn.shape[-2:]
     if K != pool_size ** 2 or N != hw[0] * hw[1]:
         raise ValueError(f'attention must be (B, h, H*W={hw[0] * hw[1]}, '
                          f'{pool_size ** 2}), got {tuple(attn.shape)}.')
-    pooled = F.adaptive_avg_pool3d(attn.reshape(B, h, hw[0], hw[1], K),
-                                   (pool_size, pool_size, K))
-    return pooled.reshape(B, h, K, K)
+    return adaptive_avg_pool_tokens(attn, hw, pool_size)
 
 
 def diagonality_loss(attn, hw, pool_size=7):
