@@ -318,5 +318,6 @@ def test_low_precision_rotation_matches_complex_form():
     from mmvit_ext.models.layers.manhattan_attention import theta_shift
     rotation, _ = ManhattanRelPos(32, 2)(5, 7, True, like=torch.zeros(1))
     x = torch.randn(2, 5, 7, 2, 16)
-    torch.testing.assert_close(theta_shift(x.bfloat16(), rotation), theta_shift(x, rotation),
-                               rtol=2e-2, atol=2e-2)
+    rotated = theta_shift(x.bfloat16(), rotation)
+    assert rotated.dtype == torch.bfloat16
+    torch.testing.assert_close(rotated.float(), theta_shift(x, rotation), rtol=2e-2, atol=2e-2)

@@ -44,15 +44,16 @@ def theta_shift(x, rotation):
     """Rotate every channel pair ``(x[2i], x[2i+1])`` of ``x`` by its position's angle.
 
     ``rotation`` holds ``exp(i * angle)`` per pair (complex, broadcastable to ``x`` with the last
-    axis halved). fp32/fp64 inputs are rotated as one complex product; other dtypes (fp16/bf16
-    under AMP) use the real form ``x * cos + rotate_every_two(x) * sin`` in the table's precision.
+    axis halved). fp32/fp64 inputs are rotated as one complex product; other dtypes (fp16/bf16)
+    use the real form ``x * cos + rotate_every_two(x) * sin`` in the table's precision, returned
+    in ``x``'s dtype (that of v, which the attention kernels need).
     """
     if x.dtype in (torch.float32, torch.float64):
         pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
         return torch.view_as_real(pairs * rotation.to(pairs.dtype)).flatten(-2)
     cos = rotation.real.repeat_interleave(2, dim=-1)
     sin = rotation.imag.repeat_interleave(2, dim=-1)
-    return x * cos + rotate_every_two(x) * sin
+    return (x * cos + rotate_every_two(x) * sin).to(x.dtype)
 
 
 @MODELS.register_module()
