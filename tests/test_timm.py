@@ -144,6 +144,21 @@ def test_prune_intermediate_layers(name):
                 if k.startswith(('neck.', 'head.', 'backbone.stages.2', 'backbone.stages.3'))]
 
 
+@pytest.mark.parametrize('name', SMALLEST)
+def test_initialised_as_by_tools_train(name):
+    """From the same seed, a timm model holds the parameters of the config's mmpretrain
+    classifier after its init_weights() (what tools/train.py runs before training)."""
+    import mmvit_ext
+    torch.manual_seed(0)
+    classifier = mmvit_ext.get_model(TIMM_VARIANTS[name])
+    classifier.init_weights()
+    torch.manual_seed(0)
+    model = timm.create_model(name)
+    expected = classifier.state_dict()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.parametrize('name', sorted(TIMM_VARIANTS))
 def test_features_only_every_variant(name):
     model = timm.create_model(name, features_only=True, out_indices=(1, 3)).eval()

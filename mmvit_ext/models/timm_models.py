@@ -12,16 +12,20 @@ from this package's modules: ``backbone`` (the mmvit_ext backbone), ``neck`` (it
 an mmpretrain ``ImageClassifier``, so a checkpoint trained with ``tools/train.py`` on such a
 config (or converted with ``tools/model_converters/``) loads strictly.
 
-The timm model interface is complete (timm's own ``tests/test_models.py`` passes, see
-``tests/test_timm_upstream.py``): ``device`` / ``dtype`` / ``in_chans`` / ``global_pool``
+A model is initialised as ``tools/train.py`` initialises the config's classifier. The timm
+interface is that of timm's own models (``tests/test_timm_upstream.py`` runs timm's
+``tests/test_models.py`` on them): ``device`` / ``dtype`` / ``in_chans`` / ``global_pool``
 arguments, building on the ``meta`` device, ``reset_classifier``, ``set_grad_checkpointing``,
 ``forward_intermediates``, ``prune_intermediate_layers`` and torch.fx tracing.
 """
 import contextlib
+import logging
 
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.model import initialize
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import get_device_dtype
 from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
@@ -50,6 +54,10 @@ for _module in (ManhattanRelPos, ManhattanSelfAttention, DecomposedManhattanSelf
                 PaleShapedAttention, VanillaAttention, LessAttention,
                 ResidualAttentionDownsample, DiagonalityLoss):
     register_notrace_module(_module)
+
+# the default init_cfg of mmpretrain's LinearClsHead (the head of every config), for the configs
+# that give none
+LINEAR_CLS_HEAD_INIT = dict(type='Normal', layer='Linear', std=0.01)
 
 # the stem's first conv, adapted by timm to ``in_chans`` when loading pretrained weights
 FIRST_CONV = dict(rmt='backbone.patch_embed.0', groupmixformer='backbone.patch_embed.0.conv',
@@ -131,6 +139,10 @@ class MMViTClassifier(nn.Module):
                 neck_cfg.type = neck_cfg.type.split('.')[-1]
                 self.neck = MODELS.build(_single_process_norm(neck_cfg).to_dict())
             self.head = LinearHead(model_cfg.head.in_channels, num_classes, drop_rate)
+            self.init_cfg = model_cfg.get('init_cfg')
+            self.head_init_cfg = model_cfg.head.get('init_cfg', LINEAR_CLS_HEAD_INIT)
+            if not any(p.is_meta for p in self.parameters()):  # meta tensors hold no values
+                self.init_weights()
         dims = self.backbone.arch['embed_dims']
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -142,6 +154,22 @@ class MMViTClassifier(nn.Module):
                              for i, c in enumerate(dims)]
         if dtype is not None:
             self.to(dtype=dtype)
+
+    def init_weights(self):
+        """The initialisation ``tools/train.py`` gives the config's classifier, in its order: the
+        classifier's ``init_cfg``, the backbone's (its ``default_init_cfg``, then its modules'
+        own), the head's ``init_cfg``."""
+        if self.init_cfg:
+            initialize(self, self.init_cfg)
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # mmengine logs every parameter's init at INFO
+        try:
+            self.backbone.init_weights()
+        finally:
+            logger.setLevel(level)
+        if self.head_init_cfg:
+            initialize(self.head, self.head_init_cfg)
 
     # -- the timm interface -------------------------------------------------------------------
     def get_classifier(self):
