@@ -1,6 +1,7 @@
 """The four families through ``timm.create_model``."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 timm = pytest.importorskip('timm')
 import mmvit_ext.models.timm_models  # noqa: E402,F401  registers the timm names
@@ -114,7 +115,7 @@ def test_pure_bfloat16_forward(name):
 def test_grad_checkpointing(name, checkpoint_calls):
     """set_grad_checkpointing() checkpoints every backbone block in training, same gradients."""
     model = timm.create_model(name, num_classes=4, drop_path_rate=0.).train()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     model(x).sum().backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
@@ -123,6 +124,28 @@ def test_grad_checkpointing(name, checkpoint_calls):
     assert len(checkpoint_calls) == sum(model.backbone.depths)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[n], msg=n)
+
+
+def test_intermediates_norm_is_the_heads_norm():
+    """norm=True: the last stage's map through the head's final norm (Pale: LayerNorm over the
+    channels); RMT's head projects before its norm, so its maps stay raw. The final map is
+    forward_features' either way."""
+    x = torch.randn(1, 3, 64, 64)
+    for name in ('pale_t', 'rmt_t'):
+        model = timm.create_model(name).eval()
+        with torch.no_grad():
+            feats = model.forward_features(x)
+            final, maps = model.forward_intermediates(x, indices=[2, 3], norm=True)
+            raw = model.forward_intermediates(x, indices=[2, 3], intermediates_only=True)
+        torch.testing.assert_close(final, feats)
+        torch.testing.assert_close(maps[0], raw[0])
+        if name == 'pale_t':
+            ln = model.neck.norm
+            expected = F.layer_norm(feats.permute(0, 2, 3, 1), ln.normalized_shape, ln.weight,
+                                    ln.bias, ln.eps).permute(0, 3, 1, 2)
+            torch.testing.assert_close(maps[1], expected)
+        else:
+            torch.testing.assert_close(maps[1], raw[1])
 
 
 @pytest.mark.parametrize('name', SMALLEST)

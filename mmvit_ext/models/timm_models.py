@@ -185,7 +185,6 @@ class MMViTClassifier(nn.Module):
         self.head = LinearHead(self.head_hidden_size, num_classes, self.drop_rate,
                                **get_device_dtype(self)).train(self.training)
 
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable=True):
         """Activation checkpointing of every backbone block in training (the backbones'
         ``with_cp``)."""
@@ -217,10 +216,11 @@ class MMViTClassifier(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f'output_fmt must be "NCHW", got {output_fmt!r}.')
         take_indices, max_index = feature_take_indices(len(self.backbone.stages), indices)
-        outs = list(self.backbone(x))
-        if norm and self.head_hidden_size == self.num_features:
-            outs[-1] = self.neck.pre_pool(outs[-1])
-        intermediates = [outs[i] for i in take_indices]
+        outs = self.backbone(x)
+        last = len(outs) - 1
+        norm = norm and self.head_hidden_size == self.num_features
+        intermediates = [self.neck.pre_pool(outs[i]) if norm and i == last else outs[i]
+                         for i in take_indices]
         if intermediates_only:
             return intermediates
         return outs[max_index] if stop_early else outs[-1], intermediates
