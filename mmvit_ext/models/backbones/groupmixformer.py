@@ -145,7 +145,8 @@ class GroupMixFormer(BaseBackbone):
         self.patch_embed = nn.Sequential(
             ConvBNAct(in_channels, embed_dims[0] // 2, norm_cfg),
             ConvBNAct(embed_dims[0] // 2, embed_dims[0], norm_cfg))
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # on the CPU also when built under another default device (timm builds on 'meta')
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             first = sum(depths[:i])

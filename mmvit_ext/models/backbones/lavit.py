@@ -165,7 +165,8 @@ class LaViT(BaseBackbone):
         self._aux_losses = {}
 
         self.patch_embed = ConvPatchEmbed(in_channels, dims[0], 7, 4, norm_cfg=PVT_LN)
-        rates = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
+        # on the CPU also when built under another default device (timm builds on 'meta')
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             blocks = [

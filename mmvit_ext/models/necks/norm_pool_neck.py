@@ -32,7 +32,10 @@ class NormPoolNeck(nn.Module):
         self.act = build_activation_layer(act_cfg) if act_cfg else None
 
     def forward(self, inputs):
-        x = inputs[-1]
+        return (self.pre_pool(inputs[-1]).mean(dim=(2, 3)), )
+
+    def pre_pool(self, x):
+        """``act(norm(proj(x)))`` of a (B, C, H, W) map -> (B, P or C, H, W)."""
         if self.proj is not None:
             x = self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         if self.norm_type in ('LN', 'LayerNorm'):
@@ -41,4 +44,4 @@ class NormPoolNeck(nn.Module):
             x = self.norm(x)
         if self.act is not None:
             x = self.act(x)
-        return (x.mean(dim=(2, 3)), )
+        return x
