@@ -90,16 +90,7 @@ def test_device_dtype_and_in_chans(name):
     assert meta.get_classifier().weight.is_meta
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param('rmt_t', marks=pytest.mark.xfail(
-        strict=True, raises=RuntimeError,
-        reason='model.to(bfloat16) casts ManhattanRelPos.angle / .decay, from which the complex '
-               'rotation table is built (torch.complex refuses bfloat16; bfloat16 angles would '
-               'give wrong phases): left to the rewrite of the relative-position code')),
-    'groupmixformer_m', 'pale_t',
-    pytest.param('lavit_t', marks=pytest.mark.xfail(
-        strict=True, raises=NotImplementedError,
-        reason='PyTorch has no bfloat16 avg_pool3d on the CPU (ResidualAttentionDownsample)'))])
+@pytest.mark.parametrize('name', SMALLEST)
 def test_pure_bfloat16_forward(name):
     """A model converted to bfloat16 (not under autocast) computes in bfloat16, close to fp32."""
     model = timm.create_model(name, num_classes=0).eval()
