@@ -171,7 +171,7 @@ def test_payload_url_refused_by_get_model_and_timm(payload, served):
 
     import mmvit_ext.models.timm_models  # noqa: F401  registers the timm models
     from mmvit_ext.apis import get_model
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError
+    from mmvit_ext.checkpoint import UnsafeCheckpointError
     evil, marker = payload
     root, base = served
     shutil.copy(evil, root / 'evil.pth')
@@ -188,7 +188,7 @@ def test_timm_pretrained_loads_through_the_projects_loader(tmp_path):
     import timm
 
     import mmvit_ext.models.timm_models  # noqa: F401  registers the timm models
-    from mmvit_ext.utils.checkpoint import DamagedCheckpointError, save_checkpoint_file
+    from mmvit_ext.checkpoint import DamagedCheckpointError, save_checkpoint_file
     model = timm.create_model('rmt_t')
     path, flipped = tmp_path / 'rmt_t.pth', tmp_path / 'rmt_t_flipped.pth'
     save_checkpoint_file({'state_dict': model.state_dict()}, path)
@@ -211,7 +211,7 @@ def test_timm_pretrained_loads_through_the_projects_loader(tmp_path):
 
 def test_safe_checkpoint_url_downloads_and_loads(served):
     from mmvit_ext.apis import get_model
-    from mmvit_ext.utils.checkpoint import save_checkpoint_file
+    from mmvit_ext.checkpoint import save_checkpoint_file
     root, base = served
     trained = get_model(CLS_CFG)
     save_checkpoint_file({'state_dict': trained.state_dict()}, root / 'demo_cls.pth')
@@ -221,7 +221,7 @@ def test_safe_checkpoint_url_downloads_and_loads(served):
 
 
 def test_every_mmengine_scheme_has_a_safe_loader():
-    import mmvit_ext.utils.checkpoint as ckpt
+    import mmvit_ext.checkpoint.schemes as ckpt
     from mmengine.runner.checkpoint import CheckpointLoader
     schemes = CheckpointLoader._schemes  # mmengine's prefix -> loader table (no public view)
     assert {'', 'http://', 'https://', 'torchvision://', 'modelzoo://', 'open-mmlab://',
@@ -235,7 +235,7 @@ def test_payload_refused_through_model_zoo_schemes(scheme, payload, served):
     planted file); open-mmlab:// names what MMENGINE_HOME/open_mmlab.json says."""
     from mmengine.runner.checkpoint import (CheckpointLoader, get_mmcls_models,
                                             get_torchvision_models)
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError
+    from mmvit_ext.checkpoint import UnsafeCheckpointError
     evil, marker = payload
     root, base = served
     cache = osp.join(os.environ['TORCH_HOME'], 'hub', 'checkpoints')
@@ -273,7 +273,7 @@ def _mmengine_checkpoint(path, extra=None):
 
 
 def test_refusal_lists_every_global_and_advises_nothing_unsafe(tmp_path):
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, load_checkpoint_file
     marker = tmp_path / 'PAYLOAD_RAN'
     path = tmp_path / 'history_then_payload.pth'
     _mmengine_checkpoint(path, _Payload(marker))
@@ -289,7 +289,7 @@ def test_refusal_lists_every_global_and_advises_nothing_unsafe(tmp_path):
 
 
 def test_legacy_format_refusal_lists_the_globals(tmp_path):
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, load_checkpoint_file
     marker = tmp_path / 'PAYLOAD_RAN'
     path = tmp_path / 'legacy.pth'
     torch.save({'state_dict': {'w': torch.ones(2)}, 'x': _Payload(marker)}, path,
@@ -300,7 +300,7 @@ def test_legacy_format_refusal_lists_the_globals(tmp_path):
 
 
 def test_plain_mmengine_checkpoint_kept_by_safe_conversion(tmp_path):
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, load_checkpoint_file
     path, kept = tmp_path / 'plain.pth', tmp_path / 'kept.pth'
     _mmengine_checkpoint(path)
     with pytest.raises(UnsafeCheckpointError) as refusal:
@@ -339,7 +339,7 @@ def test_payload_refused_by_bare_torch_load_after_import(payload, tmp_path):
 
 
 def test_official_checkpoint_with_training_args_loads_through_allow_list(tmp_path):
-    from mmvit_ext.utils.convert import load_official_state_dict
+    from mmvit_ext.converters.official import load_official_state_dict
     path = tmp_path / 'official.pth'
     torch.save({'model': {'w': torch.ones(2)}, 'args': argparse.Namespace(lr=1e-3, model='x'),
                 'epoch': 299}, path)
@@ -398,7 +398,7 @@ def test_kill_between_new_and_previous_best_checkpoint_keeps_a_best(demo_root, t
         ['default_hooks.checkpoint.save_best=count', 'default_hooks.checkpoint.rule=greater'],
         dict(name='best_', occurrence=2),
         extra_cfg="val_evaluator = dict(type='EvaluationCountMetric', _delete_=True)\n")
-    from mmvit_ext.utils.checkpoint import load_checkpoint_file
+    from mmvit_ext.checkpoint import load_checkpoint_file
     best = [f for f in os.listdir(work) if f.startswith('best_') and f.endswith('.pth')]
     assert best == ['best_count_epoch_1.pth'], sorted(os.listdir(work))
     assert load_checkpoint_file(osp.join(work, best[0]))['meta']['epoch'] == 1
@@ -454,7 +454,7 @@ def test_kill_during_first_save_is_reported(demo_root, tmp_path):
 def groupmixformer_checkpoint(tmp_path_factory):
     """The (converted-format) checkpoint of a small GroupMixFormer backbone."""
     from mmvit_ext.models.backbones.groupmixformer import GroupMixFormer
-    from mmvit_ext.utils.convert import save_checkpoint
+    from mmvit_ext.converters.official import save_checkpoint
     model = GroupMixFormer(dict(embed_dims=[40, 40, 40, 40], depths=[1, 1, 1, 1],
                                 mlp_ratios=[2, 2, 2, 2]))
     path = str(tmp_path_factory.mktemp('gmf') / 'groupmixformer.pth')
@@ -510,7 +510,7 @@ def test_single_bit_flips_refused_in_one_line_or_harmless(tmp_path):
     """200 seeded single-bit flips of a small checkpoint: each is refused with one line naming
     the file, or loads weights equal to the saved ones (same keys, dtypes, shapes, values)."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    from mmvit_ext.utils.checkpoint import CheckpointError, save_checkpoint_file
+    from mmvit_ext.checkpoint import CheckpointError, save_checkpoint_file
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
                                 torch.nn.Linear(4, 2))
@@ -565,7 +565,7 @@ def test_damaged_checkpoint_one_line(damage, finished_run, demo_root, tmp_path):
 
 
 def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
-    from mmvit_ext.utils.checkpoint import (DamagedCheckpointError, entry_sha256,
+    from mmvit_ext.checkpoint import (DamagedCheckpointError, entry_sha256,
                                             load_checkpoint_file)
     ckpt = load_checkpoint_file(osp.join(finished_run, 'epoch_1.pth'))
     assert set(ckpt['meta']['sha256']) == set(ckpt) - {'meta'}
@@ -586,7 +586,7 @@ def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
 
 def test_saved_message_hub_loads_safely_and_resumes(finished_run):
     from mmengine.logging import HistoryBuffer
-    from mmvit_ext.utils.checkpoint import restore_message_hub
+    from mmvit_ext.checkpoint import restore_message_hub
     path = osp.join(finished_run, 'epoch_1.pth')
     assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
     hub = restore_message_hub(torch.load(path, weights_only=True)['message_hub'])
@@ -683,7 +683,7 @@ def test_coco_training_file_without_images_or_annotations_named(key, demo_root, 
 def test_coco_evaluation_file_without_annotations_named(demo_root, tmp_path):
     """Evaluated, such a file gave every metric -1.0 with exit status 0."""
     from mmvit_ext.apis import get_model
-    from mmvit_ext.utils.checkpoint import save_checkpoint_file
+    from mmvit_ext.checkpoint import save_checkpoint_file
     checkpoint = tmp_path / 'detector.pth'
     save_checkpoint_file({'state_dict': get_model(DET_CFG).state_dict()}, checkpoint)
     path = _coco_without(demo_root, tmp_path, 'val', 'annotations')

@@ -12,7 +12,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 from mmvit_ext.utils.batch_scaling import apply_batch_scaling, scaled_ema_momentum
-from mmvit_ext.utils.ema import extract_weights, select_weights
+from mmvit_ext.converters.ema import extract_weights, select_weights
 
 from .conftest import REPO, run_tool
 

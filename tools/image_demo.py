@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
+from mmvit_ext.checkpoint import checkpoint_errors_exit  # noqa: E402
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

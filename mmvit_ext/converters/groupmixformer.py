@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from mmvit_ext.models.backbones.groupmixformer import GroupMixFormer
-from mmvit_ext.utils.convert import (check_state_dict, load_official_state_dict, rename_keys,
-                                     save_checkpoint)
+from mmvit_ext.checkpoint import check_state_dict
+from mmvit_ext.converters.official import load_official_state_dict, rename_keys, save_checkpoint
 
 BLOCK = r'groupmixformer_backbone\.(\d)\.gma_stage\.(\d+)\.'
 OURS = r'backbone.stages.\1.blocks.\2.'
@@ -101,7 +101,7 @@ def build_classifier(arch, num_classes):
 def convert_file(src, dst, arch=None, entry='auto', trust=False):
     """Convert the official checkpoint ``src`` into the mmengine checkpoint ``dst``, checked
     against the model of ``arch`` (inferred when None); ``trust`` as in
-    :func:`mmvit_ext.utils.convert.load_official_state_dict`. Returns a one-line summary."""
+    :func:`mmvit_ext.converters.official.load_official_state_dict`. Returns a one-line summary."""
     official = load_official_state_dict(src, entry, trust=trust)
     arch = arch or infer_arch(official)
     converted = convert(official)

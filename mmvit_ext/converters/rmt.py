@@ -28,8 +28,8 @@ import torch
 
 from mmvit_ext.models.backbones.rmt import RMT
 from mmvit_ext.models.layers import ManhattanRelPos
-from mmvit_ext.utils.convert import (check_state_dict, load_official_state_dict, rename_keys,
-                                     save_checkpoint)
+from mmvit_ext.checkpoint import check_state_dict
+from mmvit_ext.converters.official import load_official_state_dict, rename_keys, save_checkpoint
 
 
 def _stage_shift(part):

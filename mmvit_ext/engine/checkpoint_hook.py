@@ -14,10 +14,10 @@ from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
+from ..checkpoint import (CheckpointMismatchError, add_checksum, atomic_write_bytes,
+                          describe_mismatches, plain_message_hub, restore_message_hub,
+                          stale_temp_files, state_dict_mismatches)
 from ..registry import HOOKS
-from ..utils.checkpoint import (CheckpointMismatchError, add_checksum, atomic_write_bytes,
-                                describe_mismatches, plain_message_hub, restore_message_hub,
-                                stale_temp_files, state_dict_mismatches)
 
 
 @HOOKS.register_module()

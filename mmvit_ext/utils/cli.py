@@ -1,5 +1,6 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: loading a config of any of the three
-toolboxes, checking the data is where the config says, and CPU-friendly distributed setup."""
+toolboxes, checking the data is where the config says, CPU-friendly distributed setup and the
+checkpoint options (``--non-strict``, ``--overwrite``)."""
 import contextlib
 import importlib
 import json
@@ -7,6 +8,8 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+
+from mmvit_ext.checkpoint import check_work_dir
 
 # default_scope -> what differs per toolbox: the metric that dumps predictions for --out
 TOOLBOXES = {
@@ -192,3 +195,31 @@ def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+# -- checkpoint options ---------------------------------------------------------------------
+SAFE_HOOK = 'mmvit_ext.SafeCheckpointHook'
+
+
+def add_checkpoint_args(parser, training):
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint whose keys or shapes do not all fit the model '
+                             '(only the matching weights; the mismatches are logged)')
+    if training:
+        parser.add_argument('--overwrite', action='store_true',
+                            help='start a new run in a work dir that holds checkpoints of an '
+                                 'earlier run, replacing them')
+
+
+def apply_checkpoint_args(cfg, args, training):
+    """``--non-strict`` and, for training, the work-dir checks of
+    :func:`mmvit_ext.checkpoint.check_work_dir`."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook or hook.get('type') not in (SAFE_HOOK, 'SafeCheckpointHook'):
+        print(f'Warning: default_hooks.checkpoint is {hook and hook.get("type")}, not '
+              f'{SAFE_HOOK}: checkpoints are written in place and loaded without strict key '
+              f'checks. Inherit configs/_base_/default_runtime_*.py or set its type.')
+    elif args.non_strict:
+        hook['strict_load'] = False
+    if training:
+        check_work_dir(cfg.work_dir, cfg.get('resume'), cfg.get('load_from'), args.overwrite)

@@ -58,7 +58,7 @@ def build_model(cfg, checkpoint):
         model_cfg))
     if not osp.isfile(checkpoint):
         sys.exit(f'Checkpoint "{checkpoint}" does not exist.')
-    from mmvit_ext.utils.checkpoint import checkpoint_errors_exit
+    from mmvit_ext.checkpoint import checkpoint_errors_exit
     # mmengine's loader is this package's safe one (weights_only=True, checksum verified)
     with checkpoint_errors_exit():
         try:
