@@ -89,6 +89,8 @@ def get_model(model, pretrained=False, device=None, **kwargs):
     from mmengine.registry import MODELS, DefaultScope
     from mmengine.runner import load_checkpoint
 
+    from mmvit_ext.checkpoint import install_safe_loading
+
     if osp.isfile(model):
         config, name = model, osp.splitext(osp.basename(model))[0]
     else:
@@ -117,6 +119,7 @@ def get_model(model, pretrained=False, device=None, **kwargs):
     with DefaultScope.overwrite_default_scope(scope):
         net = MODELS.build(cfg.model)
     if pretrained:
+        install_safe_loading()
         load_checkpoint(net, pretrained, map_location='cpu', strict=True)
     net.cfg = cfg
     if device is not None:

@@ -223,10 +223,40 @@ def test_safe_checkpoint_url_downloads_and_loads(served):
 def test_every_mmengine_scheme_has_a_safe_loader():
     import mmvit_ext.checkpoint.schemes as ckpt
     from mmengine.runner.checkpoint import CheckpointLoader
+    ckpt.install_safe_loading()
     schemes = CheckpointLoader._schemes  # mmengine's prefix -> loader table (no public view)
     assert {'', 'http://', 'https://', 'torchvision://', 'modelzoo://', 'open-mmlab://',
             'openmmlab://', 'mmcls://', 'pavi://', r'(\S+\:)?s3://'} <= set(schemes)
     assert {p: f.__module__ for p, f in schemes.items() if f.__module__ != ckpt.__name__} == {}
+
+
+SCHEMES_AFTER_IMPORT = """
+import sys
+from mmengine.runner.checkpoint import CheckpointLoader
+before = dict(CheckpointLoader._schemes)
+import mmvit_ext, mmvit_ext.models, mmvit_ext.engine
+assert CheckpointLoader._schemes == before, 'importing the package changed mmengine loaders'
+from mmvit_ext.registry import HOOKS
+from mmvit_ext.checkpoint import UnsafeCheckpointError
+HOOKS.build(dict(type='SafeCheckpointHook', interval=1))
+assert CheckpointLoader._schemes != before
+try:
+    CheckpointLoader.load_checkpoint(sys.argv[1], map_location='cpu')
+except UnsafeCheckpointError as err:
+    print('refused:', err)
+"""
+
+
+def test_import_changes_no_loader_and_the_hook_installs_safe_loading(payload, tmp_path):
+    """``import mmvit_ext`` (what a config's ``custom_imports`` does) leaves mmengine's
+    checkpoint loaders alone; building ``SafeCheckpointHook`` (what a run of such a config does)
+    installs safe loading."""
+    evil, marker = payload
+    script = tmp_path / 'schemes_after_import.py'
+    script.write_text(SCHEMES_AFTER_IMPORT)
+    out = ok(run_tool([str(script), evil], cwd=tmp_path))
+    assert f'refused: {evil}: refused to load' in out and '`posix.system`' in out, out
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize('scheme', ['torchvision', 'mmcls', 'open-mmlab_url', 'open-mmlab_local'])
@@ -235,7 +265,8 @@ def test_payload_refused_through_model_zoo_schemes(scheme, payload, served):
     planted file); open-mmlab:// names what MMENGINE_HOME/open_mmlab.json says."""
     from mmengine.runner.checkpoint import (CheckpointLoader, get_mmcls_models,
                                             get_torchvision_models)
-    from mmvit_ext.checkpoint import UnsafeCheckpointError
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, install_safe_loading
+    install_safe_loading()
     evil, marker = payload
     root, base = served
     cache = osp.join(os.environ['TORCH_HOME'], 'hub', 'checkpoints')
@@ -510,7 +541,8 @@ def test_single_bit_flips_refused_in_one_line_or_harmless(tmp_path):
     """200 seeded single-bit flips of a small checkpoint: each is refused with one line naming
     the file, or loads weights equal to the saved ones (same keys, dtypes, shapes, values)."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    from mmvit_ext.checkpoint import CheckpointError, save_checkpoint_file
+    from mmvit_ext.checkpoint import CheckpointError, install_safe_loading, save_checkpoint_file
+    install_safe_loading()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
                                 torch.nn.Linear(4, 2))

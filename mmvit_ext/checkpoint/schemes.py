@@ -1,4 +1,4 @@
-"""mmengine's checkpoint loaders, replaced by safe ones.
+"""mmengine's checkpoint loaders, replaced by safe ones when :func:`install_safe_loading` runs.
 
 mmengine's ``CheckpointLoader`` knows schemes (local paths, ``http(s)://``, ``torchvision://``,
 ``open-mmlab://``, ``mmcls://``, ``pavi://``, ``s3://`` ...); a loader of this module for each
@@ -114,14 +114,26 @@ SAFE_LOADERS = {
     'pavi://': load_from_pavi_weights_only,
     (r'(\S+\:)?s3://', r'(\S+\:)?petrel://'): load_from_ceph_weights_only,
 }
-for _prefixes, _loader in SAFE_LOADERS.items():
-    CheckpointLoader.register_scheme(prefixes=_prefixes, loader=_loader, force=True)
+
+
+def install_safe_loading():
+    """Serve every scheme of mmengine's ``CheckpointLoader`` by the safe loaders above, for the
+    whole process (``register_scheme(force=True)``). Calling it again changes nothing.
+
+    Importing the package installs nothing; the entry points that load checkpoints call this:
+    the tools, :func:`mmvit_ext.get_model`, the timm models' ``pretrained``,
+    :func:`mmvit_ext.converters.ema.extract_weights` and ``SafeCheckpointHook`` (so that a
+    run of a config that only ``custom_imports`` the plugin loads safely as well).
+    """
+    for prefixes, loader in SAFE_LOADERS.items():
+        CheckpointLoader.register_scheme(prefixes=prefixes, loader=loader, force=True)
 
 
 def load_timm_pretrained(model, path):
     """The ``pretrained`` weights of a timm model of this package (timm's ``custom_load``),
     loaded as every checkpoint is and strictly, except for a classifier of another number of
     classes, which stays as initialised (as timm does it)."""
+    install_safe_loading()
     checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
     weights = dict(checkpoint.get('state_dict', checkpoint))
     own = model.state_dict()

@@ -58,8 +58,8 @@ def build_model(cfg, checkpoint):
         model_cfg))
     if not osp.isfile(checkpoint):
         sys.exit(f'Checkpoint "{checkpoint}" does not exist.')
-    from mmvit_ext.checkpoint import checkpoint_errors_exit
-    # mmengine's loader is this package's safe one (weights_only=True, checksum verified)
+    from mmvit_ext.checkpoint import checkpoint_errors_exit, install_safe_loading
+    install_safe_loading()  # mmengine's loader: weights_only=True, checksum verified
     with checkpoint_errors_exit():
         try:
             load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
