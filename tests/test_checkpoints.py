@@ -117,6 +117,7 @@ LOADING_PATHS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', list(LOADING_PATHS))
 def test_payload_refused_by_every_loading_path(path, payload, demo_root, tmp_path):
     evil, marker = payload
@@ -152,6 +153,7 @@ def served(tmp_path, monkeypatch):
     thread.join(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', ['test', 'load_from', 'resume', 'init_cfg_pretrained'])
 def test_payload_url_refused(path, payload, served, demo_root, tmp_path):
     evil, marker = payload
@@ -345,6 +347,7 @@ def test_plain_mmengine_checkpoint_kept_by_safe_conversion(tmp_path):
     assert checkpoint['meta']['epoch'] == 1 and set(checkpoint) == {'meta', 'state_dict'}
 
 
+@pytest.mark.slow
 def test_trust_checkpoint_lists_the_globals_of_a_legacy_file(tmp_path):
     path = tmp_path / 'legacy_official.pth'
     torch.save({'model': {'w': torch.ones(1)}, 'date': datetime.date(2024, 1, 1)}, path,
@@ -408,6 +411,7 @@ def _killed_run(demo_root, tmp_path, options, kill, extra_cfg='', args=()):
     return work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', list(KILL_CASES))
 def test_kill_during_save_then_resume(case, demo_root, tmp_path):
     options, kill, resumed_epoch = KILL_CASES[case]
@@ -458,6 +462,7 @@ def test_kill_before_the_first_last_checkpoint_is_reported_truly(demo_root, tmp_
     assert 'resumed epoch: 1' in out
 
 
+@pytest.mark.slow
 def test_last_checkpoint_naming_a_missing_file_is_reported(finished_run, demo_root, tmp_path):
     work = str(tmp_path / 'work')
     shutil.copytree(finished_run, work)
@@ -469,6 +474,7 @@ def test_last_checkpoint_naming_a_missing_file_is_reported(finished_run, demo_ro
     assert f'--resume {osp.join(work, "epoch_1.pth")};' in line
 
 
+@pytest.mark.slow
 def test_kill_during_first_save_is_reported(demo_root, tmp_path):
     work = _killed_run(demo_root, tmp_path, [], dict(name='epoch_1.pth'))
     assert not osp.exists(osp.join(work, 'epoch_1.pth'))  # never seen incomplete
@@ -493,6 +499,7 @@ def groupmixformer_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['test', 'load_from', 'resume'])
 def test_wrong_checkpoint_refused_with_first_mismatches(how, groupmixformer_checkpoint,
                                                         demo_root, tmp_path):
@@ -507,6 +514,7 @@ def test_wrong_checkpoint_refused_with_first_mismatches(how, groupmixformer_chec
     assert '--non-strict' in err and 'rmt_to_mmvit.py' in err
 
 
+@pytest.mark.slow
 def test_non_strict_loads_on_purpose(groupmixformer_checkpoint, demo_root, tmp_path):
     out = ok(run_tool([TEST, CLS_CFG, groupmixformer_checkpoint, '--non-strict', '--work-dir',
                        str(tmp_path / 'work'), '--cfg-options'] + SMALL, cwd=demo_root))
@@ -514,6 +522,7 @@ def test_non_strict_loads_on_purpose(groupmixformer_checkpoint, demo_root, tmp_p
     assert 'accuracy/top1' in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['test', 'load_from'])
 def test_weights_that_are_no_tensors_refused(how, demo_root, tmp_path):
     from mmvit_ext.apis import get_model
@@ -527,6 +536,7 @@ def test_weights_that_are_no_tensors_refused(how, demo_root, tmp_path):
     assert 'holds a float, not a tensor' in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('content', ['tensor', 'list', 'none', 'state_dict_none'])
 def test_checkpoint_of_no_dict_of_weights_one_line(content, demo_root, tmp_path):
     path = tmp_path / 'odd.pth'
@@ -582,6 +592,7 @@ def test_single_bit_flips_refused_in_one_line_or_harmless(tmp_path):
     assert outcomes['refused'] > 50 and outcomes['equal'] > 50, outcomes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', ['truncated', 'empty', 'bit_flips'])
 def test_damaged_checkpoint_one_line(damage, finished_run, demo_root, tmp_path):
     data = open(osp.join(finished_run, 'epoch_1.pth'), 'rb').read()
@@ -596,6 +607,7 @@ def test_damaged_checkpoint_one_line(damage, finished_run, demo_root, tmp_path):
     assert f'{path} is damaged' in line, line
 
 
+@pytest.mark.slow
 def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
     from mmvit_ext.checkpoint import (DamagedCheckpointError, entry_sha256,
                                             load_checkpoint_file)
@@ -616,6 +628,7 @@ def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
     assert key in load_checkpoint_file(tmp_path / 'unchecked.pth')['state_dict']
 
 
+@pytest.mark.slow
 def test_saved_message_hub_loads_safely_and_resumes(finished_run):
     from mmengine.logging import HistoryBuffer
     from mmvit_ext.checkpoint import restore_message_hub
@@ -627,12 +640,14 @@ def test_saved_message_hub_loads_safely_and_resumes(finished_run):
 
 
 # -- 4. no silent restarts or overwrites ------------------------------------------------------
+@pytest.mark.slow
 def test_resume_with_nothing_to_resume_stops(demo_root, tmp_path):
     work = str(tmp_path / 'empty')
     line = one_line_error(train(['--work-dir', work, '--resume'] + small(1), demo_root))
     assert f'no checkpoint to resume from in {work}' in line
 
 
+@pytest.mark.slow
 def test_finished_work_dir_not_overwritten(finished_run, demo_root, tmp_path):
     work = str(tmp_path / 'finished')
     shutil.copytree(finished_run, work)
@@ -682,6 +697,7 @@ def test_out_of_range_negative_out_index_is_reported_as_given(family):
         getattr(backbones, family)(out_indices=(-9, ))
 
 
+@pytest.mark.slow
 def test_malformed_annotation_json_names_the_file(demo_root, tmp_path):
     broken = tmp_path / 'instances_train.json'
     broken.write_text('{"images": [')
@@ -702,6 +718,7 @@ def _coco_without(demo_root, tmp_path, split, key):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('key', ['images', 'annotations'])
 def test_coco_training_file_without_images_or_annotations_named(key, demo_root, tmp_path):
     path = _coco_without(demo_root, tmp_path, 'train', key)
@@ -726,6 +743,7 @@ def test_coco_evaluation_file_without_annotations_named(demo_root, tmp_path):
     assert f'the COCO annotation file {path} has no \'annotations\' list' in line, line
 
 
+@pytest.mark.slow
 def test_empty_classification_list_named(demo_root, tmp_path):
     empty = tmp_path / 'train.txt'
     empty.write_text('\n')

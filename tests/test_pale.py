@@ -130,6 +130,7 @@ def load_get_flops():
     return module
 
 
+@pytest.mark.slow  # builds the full-size models and traces them: ~10 s each
 @pytest.mark.parametrize('variant, params_m, gflops', [('t', 22, 4.2), ('s', 48, 9.0),
                                                        ('b', 85, 15.6)])
 def test_sizes_match_paper(variant, params_m, gflops):
