@@ -4,7 +4,6 @@
 config, the way ``mmpretrain.get_model`` does for mmpretrain's own names;
 ``register_mmpretrain_models`` makes ``mmpretrain.get_model`` know our names as well.
 """
-import importlib
 import os.path as osp
 
 import yaml
@@ -85,9 +84,7 @@ def get_model(model, pretrained=False, device=None, **kwargs):
     Returns:
         torch.nn.Module: the model of the config's toolbox, in eval mode.
     """
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
-    from mmengine.runner import load_checkpoint
+    from mmvit_ext.utils.config import build_from_config, load_config
 
     if osp.isfile(model):
         config, name = model, osp.splitext(osp.basename(model))[0]
@@ -97,31 +94,16 @@ def get_model(model, pretrained=False, device=None, **kwargs):
             raise ValueError(f'"{model}" is not a model of mmvit_ext; mmvit_ext.list_models() '
                              f'lists the {len(models)} names (or pass a config file path).')
         config, name = models[model.lower()]['Config'], model
-    cfg = Config.fromfile(config)
-    if kwargs:
-        cfg.merge_from_dict(dict(model=kwargs))
     if pretrained is True:
         raise ValueError(f'mmvit_ext publishes no weights for {name}; pass the path of a '
                          f'checkpoint (e.g. one converted with tools/model_converters/ or '
                          f'trained with tools/train.py) as pretrained=...')
-    scope = cfg.get('default_scope', 'mmpretrain')
-    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
-    import mmvit_ext.models  # noqa: F401  registers this package's modules
-
-    # the backbone's own init_cfg would look for an ImageNet checkpoint that need not exist
-    # when the whole model is loaded below (or built from scratch)
-    if cfg.model.get('backbone', {}).get('init_cfg'):
-        cfg.model.backbone.init_cfg = None
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
-    with DefaultScope.overwrite_default_scope(scope):
-        net = MODELS.build(cfg.model)
-    if pretrained:
-        load_checkpoint(net, pretrained, map_location='cpu', strict=True)
+    cfg = load_config(config, cfg_options=dict(model=kwargs) if kwargs else None)
+    net = build_from_config(cfg, checkpoint=pretrained or None)
     net.cfg = cfg
     if device is not None:
         net.to(device)
-    return net.eval()
+    return net
 
 
 def register_mmpretrain_models():

@@ -229,6 +229,7 @@ def test_einsum_and_matmul_handles_are_exact():
 
 
 # -- get_flops.py -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_get_flops_classifier(workdir):
     height, width = 32, 64
     out = run_tool(workdir, 'get_flops', 'cls.py', '--shape', height, width)
@@ -253,6 +254,7 @@ def test_get_flops_classifier(workdir):
     assert model['flops_g'] == f'{model["flops"] / 1e9:.2f}'
 
 
+@pytest.mark.slow
 def test_get_flops_detector(workdir):
     out = run_tool(workdir, 'get_flops', 'det.py', '--shape', 64, 96)
     assert 'Input shape: (1, 3, 64, 96)' in out
@@ -262,6 +264,7 @@ def test_get_flops_detector(workdir):
     assert sections['model']['params'] > sections['backbone']['params']
 
 
+@pytest.mark.slow
 def test_get_flops_segmentor_drops_auxiliary_head(workdir):
     out = run_tool(workdir, 'get_flops', 'seg.py', '--shape', 64)
     assert 'Input shape: (1, 3, 64, 64)' in out
@@ -283,6 +286,7 @@ def test_get_flops_bad_inputs(workdir, tmp_path):
 
 
 # -- benchmark.py -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_benchmark_against_baseline(workdir):
     out = run_tool(workdir, 'benchmark', 'cls.py', '--sizes', 32, 64, '--batch', 2,
                    '--repeat', 2, '--warmup', 1, '--threads', 1, '--device', 'cpu',

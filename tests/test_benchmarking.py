@@ -169,6 +169,7 @@ def test_benchmark_training_steps_against_overrides(demo_root, tmp_path):
         assert figures['peak_mb'] is None or figures['peak_mb'] > 0  # backward allocates
 
 
+@pytest.mark.slow
 def test_benchmark_train_refuses_fusion_and_cpu_amp(demo_root):
     benchmark = load_tool('benchmark')
     with pytest.raises(SystemExit):
@@ -177,6 +178,7 @@ def test_benchmark_train_refuses_fusion_and_cpu_amp(demo_root):
     assert proc.returncode != 0 and 'AmpOptimWrapper runs on CUDA only' in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_runner_updates_the_weights_through_the_optim_wrapper(demo_root, monkeypatch):
     """One TrainRunner call is one optimizer step of the config's optim wrapper."""
     import torch
@@ -199,6 +201,7 @@ def test_train_runner_updates_the_weights_through_the_optim_wrapper(demo_root, m
     assert runner.images() == 2
 
 
+@pytest.mark.slow
 def test_train_runner_computes_attention_with_its_kernel(demo_root, monkeypatch, capsys):
     """--baseline-attention-kernel sdpa: the baseline is the config itself, its training steps
     run every softmax attention through SDPA, the model's through the measured (explicit)

@@ -117,6 +117,7 @@ LOADING_PATHS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', list(LOADING_PATHS))
 def test_payload_refused_by_every_loading_path(path, payload, demo_root, tmp_path):
     evil, marker = payload
@@ -152,6 +153,7 @@ def served(tmp_path, monkeypatch):
     thread.join(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', ['test', 'load_from', 'resume', 'init_cfg_pretrained'])
 def test_payload_url_refused(path, payload, served, demo_root, tmp_path):
     evil, marker = payload
@@ -171,7 +173,7 @@ def test_payload_url_refused_by_get_model_and_timm(payload, served):
 
     import mmvit_ext.models.timm_models  # noqa: F401  registers the timm models
     from mmvit_ext.apis import get_model
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError
+    from mmvit_ext.checkpoint import UnsafeCheckpointError
     evil, marker = payload
     root, base = served
     shutil.copy(evil, root / 'evil.pth')
@@ -188,7 +190,7 @@ def test_timm_pretrained_loads_through_the_projects_loader(tmp_path):
     import timm
 
     import mmvit_ext.models.timm_models  # noqa: F401  registers the timm models
-    from mmvit_ext.utils.checkpoint import DamagedCheckpointError, save_checkpoint_file
+    from mmvit_ext.checkpoint import DamagedCheckpointError, save_checkpoint_file
     model = timm.create_model('rmt_t')
     path, flipped = tmp_path / 'rmt_t.pth', tmp_path / 'rmt_t_flipped.pth'
     save_checkpoint_file({'state_dict': model.state_dict()}, path)
@@ -211,7 +213,7 @@ def test_timm_pretrained_loads_through_the_projects_loader(tmp_path):
 
 def test_safe_checkpoint_url_downloads_and_loads(served):
     from mmvit_ext.apis import get_model
-    from mmvit_ext.utils.checkpoint import save_checkpoint_file
+    from mmvit_ext.checkpoint import save_checkpoint_file
     root, base = served
     trained = get_model(CLS_CFG)
     save_checkpoint_file({'state_dict': trained.state_dict()}, root / 'demo_cls.pth')
@@ -221,12 +223,42 @@ def test_safe_checkpoint_url_downloads_and_loads(served):
 
 
 def test_every_mmengine_scheme_has_a_safe_loader():
-    import mmvit_ext.utils.checkpoint as ckpt
+    import mmvit_ext.checkpoint.schemes as ckpt
     from mmengine.runner.checkpoint import CheckpointLoader
+    ckpt.install_safe_loading()
     schemes = CheckpointLoader._schemes  # mmengine's prefix -> loader table (no public view)
     assert {'', 'http://', 'https://', 'torchvision://', 'modelzoo://', 'open-mmlab://',
             'openmmlab://', 'mmcls://', 'pavi://', r'(\S+\:)?s3://'} <= set(schemes)
     assert {p: f.__module__ for p, f in schemes.items() if f.__module__ != ckpt.__name__} == {}
+
+
+SCHEMES_AFTER_IMPORT = """
+import sys
+from mmengine.runner.checkpoint import CheckpointLoader
+before = dict(CheckpointLoader._schemes)
+import mmvit_ext, mmvit_ext.models, mmvit_ext.engine
+assert CheckpointLoader._schemes == before, 'importing the package changed mmengine loaders'
+from mmvit_ext.registry import HOOKS
+from mmvit_ext.checkpoint import UnsafeCheckpointError
+HOOKS.build(dict(type='SafeCheckpointHook', interval=1))
+assert CheckpointLoader._schemes != before
+try:
+    CheckpointLoader.load_checkpoint(sys.argv[1], map_location='cpu')
+except UnsafeCheckpointError as err:
+    print('refused:', err)
+"""
+
+
+def test_import_changes_no_loader_and_the_hook_installs_safe_loading(payload, tmp_path):
+    """``import mmvit_ext`` (what a config's ``custom_imports`` does) leaves mmengine's
+    checkpoint loaders alone; building ``SafeCheckpointHook`` (what a run of such a config does)
+    installs safe loading."""
+    evil, marker = payload
+    script = tmp_path / 'schemes_after_import.py'
+    script.write_text(SCHEMES_AFTER_IMPORT)
+    out = ok(run_tool([str(script), evil], cwd=tmp_path))
+    assert f'refused: {evil}: refused to load' in out and '`posix.system`' in out, out
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize('scheme', ['torchvision', 'mmcls', 'open-mmlab_url', 'open-mmlab_local'])
@@ -235,7 +267,8 @@ def test_payload_refused_through_model_zoo_schemes(scheme, payload, served):
     planted file); open-mmlab:// names what MMENGINE_HOME/open_mmlab.json says."""
     from mmengine.runner.checkpoint import (CheckpointLoader, get_mmcls_models,
                                             get_torchvision_models)
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, install_safe_loading
+    install_safe_loading()
     evil, marker = payload
     root, base = served
     cache = osp.join(os.environ['TORCH_HOME'], 'hub', 'checkpoints')
@@ -273,7 +306,7 @@ def _mmengine_checkpoint(path, extra=None):
 
 
 def test_refusal_lists_every_global_and_advises_nothing_unsafe(tmp_path):
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, load_checkpoint_file
     marker = tmp_path / 'PAYLOAD_RAN'
     path = tmp_path / 'history_then_payload.pth'
     _mmengine_checkpoint(path, _Payload(marker))
@@ -289,7 +322,7 @@ def test_refusal_lists_every_global_and_advises_nothing_unsafe(tmp_path):
 
 
 def test_legacy_format_refusal_lists_the_globals(tmp_path):
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, load_checkpoint_file
     marker = tmp_path / 'PAYLOAD_RAN'
     path = tmp_path / 'legacy.pth'
     torch.save({'state_dict': {'w': torch.ones(2)}, 'x': _Payload(marker)}, path,
@@ -300,7 +333,7 @@ def test_legacy_format_refusal_lists_the_globals(tmp_path):
 
 
 def test_plain_mmengine_checkpoint_kept_by_safe_conversion(tmp_path):
-    from mmvit_ext.utils.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+    from mmvit_ext.checkpoint import UnsafeCheckpointError, load_checkpoint_file
     path, kept = tmp_path / 'plain.pth', tmp_path / 'kept.pth'
     _mmengine_checkpoint(path)
     with pytest.raises(UnsafeCheckpointError) as refusal:
@@ -314,6 +347,7 @@ def test_plain_mmengine_checkpoint_kept_by_safe_conversion(tmp_path):
     assert checkpoint['meta']['epoch'] == 1 and set(checkpoint) == {'meta', 'state_dict'}
 
 
+@pytest.mark.slow
 def test_trust_checkpoint_lists_the_globals_of_a_legacy_file(tmp_path):
     path = tmp_path / 'legacy_official.pth'
     torch.save({'model': {'w': torch.ones(1)}, 'date': datetime.date(2024, 1, 1)}, path,
@@ -339,7 +373,7 @@ def test_payload_refused_by_bare_torch_load_after_import(payload, tmp_path):
 
 
 def test_official_checkpoint_with_training_args_loads_through_allow_list(tmp_path):
-    from mmvit_ext.utils.convert import load_official_state_dict
+    from mmvit_ext.converters.official import load_official_state_dict
     path = tmp_path / 'official.pth'
     torch.save({'model': {'w': torch.ones(2)}, 'args': argparse.Namespace(lr=1e-3, model='x'),
                 'epoch': 299}, path)
@@ -377,6 +411,7 @@ def _killed_run(demo_root, tmp_path, options, kill, extra_cfg='', args=()):
     return work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', list(KILL_CASES))
 def test_kill_during_save_then_resume(case, demo_root, tmp_path):
     options, kill, resumed_epoch = KILL_CASES[case]
@@ -398,7 +433,7 @@ def test_kill_between_new_and_previous_best_checkpoint_keeps_a_best(demo_root, t
         ['default_hooks.checkpoint.save_best=count', 'default_hooks.checkpoint.rule=greater'],
         dict(name='best_', occurrence=2),
         extra_cfg="val_evaluator = dict(type='EvaluationCountMetric', _delete_=True)\n")
-    from mmvit_ext.utils.checkpoint import load_checkpoint_file
+    from mmvit_ext.checkpoint import load_checkpoint_file
     best = [f for f in os.listdir(work) if f.startswith('best_') and f.endswith('.pth')]
     assert best == ['best_count_epoch_1.pth'], sorted(os.listdir(work))
     assert load_checkpoint_file(osp.join(work, best[0]))['meta']['epoch'] == 1
@@ -427,6 +462,7 @@ def test_kill_before_the_first_last_checkpoint_is_reported_truly(demo_root, tmp_
     assert 'resumed epoch: 1' in out
 
 
+@pytest.mark.slow
 def test_last_checkpoint_naming_a_missing_file_is_reported(finished_run, demo_root, tmp_path):
     work = str(tmp_path / 'work')
     shutil.copytree(finished_run, work)
@@ -438,6 +474,7 @@ def test_last_checkpoint_naming_a_missing_file_is_reported(finished_run, demo_ro
     assert f'--resume {osp.join(work, "epoch_1.pth")};' in line
 
 
+@pytest.mark.slow
 def test_kill_during_first_save_is_reported(demo_root, tmp_path):
     work = _killed_run(demo_root, tmp_path, [], dict(name='epoch_1.pth'))
     assert not osp.exists(osp.join(work, 'epoch_1.pth'))  # never seen incomplete
@@ -454,7 +491,7 @@ def test_kill_during_first_save_is_reported(demo_root, tmp_path):
 def groupmixformer_checkpoint(tmp_path_factory):
     """The (converted-format) checkpoint of a small GroupMixFormer backbone."""
     from mmvit_ext.models.backbones.groupmixformer import GroupMixFormer
-    from mmvit_ext.utils.convert import save_checkpoint
+    from mmvit_ext.converters.official import save_checkpoint
     model = GroupMixFormer(dict(embed_dims=[40, 40, 40, 40], depths=[1, 1, 1, 1],
                                 mlp_ratios=[2, 2, 2, 2]))
     path = str(tmp_path_factory.mktemp('gmf') / 'groupmixformer.pth')
@@ -462,6 +499,7 @@ def groupmixformer_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['test', 'load_from', 'resume'])
 def test_wrong_checkpoint_refused_with_first_mismatches(how, groupmixformer_checkpoint,
                                                         demo_root, tmp_path):
@@ -476,6 +514,7 @@ def test_wrong_checkpoint_refused_with_first_mismatches(how, groupmixformer_chec
     assert '--non-strict' in err and 'rmt_to_mmvit.py' in err
 
 
+@pytest.mark.slow
 def test_non_strict_loads_on_purpose(groupmixformer_checkpoint, demo_root, tmp_path):
     out = ok(run_tool([TEST, CLS_CFG, groupmixformer_checkpoint, '--non-strict', '--work-dir',
                        str(tmp_path / 'work'), '--cfg-options'] + SMALL, cwd=demo_root))
@@ -483,6 +522,7 @@ def test_non_strict_loads_on_purpose(groupmixformer_checkpoint, demo_root, tmp_p
     assert 'accuracy/top1' in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['test', 'load_from'])
 def test_weights_that_are_no_tensors_refused(how, demo_root, tmp_path):
     from mmvit_ext.apis import get_model
@@ -496,6 +536,7 @@ def test_weights_that_are_no_tensors_refused(how, demo_root, tmp_path):
     assert 'holds a float, not a tensor' in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('content', ['tensor', 'list', 'none', 'state_dict_none'])
 def test_checkpoint_of_no_dict_of_weights_one_line(content, demo_root, tmp_path):
     path = tmp_path / 'odd.pth'
@@ -510,7 +551,8 @@ def test_single_bit_flips_refused_in_one_line_or_harmless(tmp_path):
     """200 seeded single-bit flips of a small checkpoint: each is refused with one line naming
     the file, or loads weights equal to the saved ones (same keys, dtypes, shapes, values)."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    from mmvit_ext.utils.checkpoint import CheckpointError, save_checkpoint_file
+    from mmvit_ext.checkpoint import CheckpointError, install_safe_loading, save_checkpoint_file
+    install_safe_loading()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
                                 torch.nn.Linear(4, 2))
@@ -550,6 +592,7 @@ def test_single_bit_flips_refused_in_one_line_or_harmless(tmp_path):
     assert outcomes['refused'] > 50 and outcomes['equal'] > 50, outcomes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', ['truncated', 'empty', 'bit_flips'])
 def test_damaged_checkpoint_one_line(damage, finished_run, demo_root, tmp_path):
     data = open(osp.join(finished_run, 'epoch_1.pth'), 'rb').read()
@@ -564,8 +607,9 @@ def test_damaged_checkpoint_one_line(damage, finished_run, demo_root, tmp_path):
     assert f'{path} is damaged' in line, line
 
 
+@pytest.mark.slow
 def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
-    from mmvit_ext.utils.checkpoint import (DamagedCheckpointError, entry_sha256,
+    from mmvit_ext.checkpoint import (DamagedCheckpointError, entry_sha256,
                                             load_checkpoint_file)
     ckpt = load_checkpoint_file(osp.join(finished_run, 'epoch_1.pth'))
     assert set(ckpt['meta']['sha256']) == set(ckpt) - {'meta'}
@@ -584,9 +628,10 @@ def test_checksum_in_meta_verified_on_load(finished_run, tmp_path):
     assert key in load_checkpoint_file(tmp_path / 'unchecked.pth')['state_dict']
 
 
+@pytest.mark.slow
 def test_saved_message_hub_loads_safely_and_resumes(finished_run):
     from mmengine.logging import HistoryBuffer
-    from mmvit_ext.utils.checkpoint import restore_message_hub
+    from mmvit_ext.checkpoint import restore_message_hub
     path = osp.join(finished_run, 'epoch_1.pth')
     assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
     hub = restore_message_hub(torch.load(path, weights_only=True)['message_hub'])
@@ -595,12 +640,14 @@ def test_saved_message_hub_loads_safely_and_resumes(finished_run):
 
 
 # -- 4. no silent restarts or overwrites ------------------------------------------------------
+@pytest.mark.slow
 def test_resume_with_nothing_to_resume_stops(demo_root, tmp_path):
     work = str(tmp_path / 'empty')
     line = one_line_error(train(['--work-dir', work, '--resume'] + small(1), demo_root))
     assert f'no checkpoint to resume from in {work}' in line
 
 
+@pytest.mark.slow
 def test_finished_work_dir_not_overwritten(finished_run, demo_root, tmp_path):
     work = str(tmp_path / 'finished')
     shutil.copytree(finished_run, work)
@@ -650,6 +697,7 @@ def test_out_of_range_negative_out_index_is_reported_as_given(family):
         getattr(backbones, family)(out_indices=(-9, ))
 
 
+@pytest.mark.slow
 def test_malformed_annotation_json_names_the_file(demo_root, tmp_path):
     broken = tmp_path / 'instances_train.json'
     broken.write_text('{"images": [')
@@ -670,6 +718,7 @@ def _coco_without(demo_root, tmp_path, split, key):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('key', ['images', 'annotations'])
 def test_coco_training_file_without_images_or_annotations_named(key, demo_root, tmp_path):
     path = _coco_without(demo_root, tmp_path, 'train', key)
@@ -683,7 +732,7 @@ def test_coco_training_file_without_images_or_annotations_named(key, demo_root, 
 def test_coco_evaluation_file_without_annotations_named(demo_root, tmp_path):
     """Evaluated, such a file gave every metric -1.0 with exit status 0."""
     from mmvit_ext.apis import get_model
-    from mmvit_ext.utils.checkpoint import save_checkpoint_file
+    from mmvit_ext.checkpoint import save_checkpoint_file
     checkpoint = tmp_path / 'detector.pth'
     save_checkpoint_file({'state_dict': get_model(DET_CFG).state_dict()}, checkpoint)
     path = _coco_without(demo_root, tmp_path, 'val', 'annotations')
@@ -694,6 +743,7 @@ def test_coco_evaluation_file_without_annotations_named(demo_root, tmp_path):
     assert f'the COCO annotation file {path} has no \'annotations\' list' in line, line
 
 
+@pytest.mark.slow
 def test_empty_classification_list_named(demo_root, tmp_path):
     empty = tmp_path / 'train.txt'
     empty.write_text('\n')

@@ -12,12 +12,14 @@ def _train(args, cwd):
     return run_tool([TRAIN] + args, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_missing_config_file(tmp_path):
     proc = _train(['configs/nope/nope.py'], tmp_path)
     assert proc.returncode != 0
     assert 'Config file not found: configs/nope/nope.py' in proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_default_scope(tmp_path):
     cfg = tmp_path / 'bad_scope.py'
     cfg.write_text("default_scope = 'mmfoo'\nmodel = dict(type='X')\n")
@@ -27,6 +29,7 @@ def test_unknown_default_scope(tmp_path):
     assert 'mmpretrain, mmdet, mmseg' in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_dataset_root_names_path_and_remedy(tmp_path):
     cfg = osp.join(REPO, 'configs', 'demo', 'rmt-nano_1xb32_demo-cls.py')
     proc = _train([cfg], tmp_path)  # tmp_path has no data/demo
@@ -47,6 +50,7 @@ def test_unknown_mmvit_ext_type_lists_available(tmp_path):
         assert name in message
 
 
+@pytest.mark.slow
 def test_auto_scale_lr_without_base_batch(tmp_path, demo_root):
     cfg = osp.join(REPO, 'configs', 'demo', 'rmt-nano_1xb32_demo-cls.py')
     proc = _train([cfg, '--auto-scale-lr', '--cfg-options', 'auto_scale_lr=None'], demo_root)

@@ -90,7 +90,12 @@ def test_there_are_configs_for_every_family():
     assert len(MODEL_CONFIGS) < len(CONFIGS)  # e.g. 1x and 3x schedules share their model
 
 
-@pytest.mark.parametrize('path', MODEL_CONFIGS, ids=[osp.relpath(p, REPO) for p in MODEL_CONFIGS])
+# The full-size models take seconds each to build (77 of them): slow; the demo ones stay in the
+# fast loop.
+@pytest.mark.parametrize('path', [
+    pytest.param(p, id=osp.relpath(p, REPO),
+                 marks=() if osp.basename(osp.dirname(p)) == 'demo' else pytest.mark.slow)
+    for p in MODEL_CONFIGS])
 def test_config_builds_and_forwards(path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope in FORWARD, f'{path}: default_scope {cfg.default_scope!r}'

@@ -2,7 +2,11 @@
 import os.path as osp
 import re
 
+import pytest
+
 from tests.conftest import REPO, run_tool
+
+pytestmark = pytest.mark.slow  # runs the whole script: every family, demo runs, training steps
 
 
 def test_device_check_runs_on_cpu(tmp_path):

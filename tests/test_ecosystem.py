@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_setup_env_refuses_to_delete_a_folder_it_did_not_create(tmp_path):
     env_dir = tmp_path / 'my_env'
     env_dir.mkdir()
@@ -53,6 +54,7 @@ def test_lock_pins_every_requirement_at_a_version_it_allows(requirements):
             f'the lock pins {name}=={version}, requirements.txt asks for {req}: relock')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not osp.isfile(osp.join(sys.prefix, '.mmvit_ext_env')),
                     reason='not an environment made by tools/setup_env.sh')
 def test_environment_made_by_the_setup_script_matches_the_lock():
@@ -61,6 +63,7 @@ def test_environment_made_by_the_setup_script_matches_the_lock():
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_environment_path_changes_with_the_lock_and_the_setup_script(tmp_path):
     (tmp_path / 'tools').mkdir()
     script = tmp_path / 'tools' / 'setup_env.sh'
@@ -83,6 +86,7 @@ def test_environment_path_changes_with_the_lock_and_the_setup_script(tmp_path):
     assert len(set(paths)) == 3 and all(str(tmp_path) in p for p in paths), paths
 
 
+@pytest.mark.slow
 def test_build_prerequisites_name_the_fix_for_a_setuptools_without_pkg_resources(tmp_path):
     """Where setuptools >= 82 comes first on the path, the check names the bound and the pip
     command; in this environment it passes."""
@@ -99,6 +103,7 @@ def test_build_prerequisites_name_the_fix_for_a_setuptools_without_pkg_resources
     assert 'found 84.2.1' in proc.stderr and 'pip install "setuptools<82"' in proc.stderr
 
 
+@pytest.mark.slow
 def test_check_env_lists_nothing_missing_in_the_test_environment():
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'check_env.py'), '--missing'],
                           capture_output=True, text=True, timeout=120)
@@ -106,6 +111,7 @@ def test_check_env_lists_nothing_missing_in_the_test_environment():
     assert proc.stdout.strip() == ''
 
 
+@pytest.mark.slow
 def test_models_import_needs_no_toolbox():
     code = ('import sys, mmvit_ext.models; '
             'print(sorted(m for m in ("mmpretrain", "mmdet", "mmseg", "timm") '
@@ -180,6 +186,7 @@ def test_short_name_is_the_same_model():
         assert models['rmt-s_in1k'][key] == models['rmt-s_8xb128_in1k'][key]
 
 
+@pytest.mark.slow
 def test_mim_search_finds_the_installed_package(tmp_path):
     """A real (non-editable) install ships configs, tools and the index in ``.mim``."""
     pytest.importorskip('mim', reason='openmim is an optional extra (not in the onedl stack)')

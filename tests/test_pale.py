@@ -130,12 +130,14 @@ def load_get_flops():
     return module
 
 
+@pytest.mark.slow  # builds the full-size models and traces them: ~10 s each
 @pytest.mark.parametrize('variant, params_m, gflops', [('t', 22, 4.2), ('s', 48, 9.0),
                                                        ('b', 85, 15.6)])
 def test_sizes_match_paper(variant, params_m, gflops):
+    from mmvit_ext.utils.config import build_from_config, load_config
     get_flops = load_get_flops()
-    cfg = get_flops.load_config(osp.join(REPO, f'configs/pale/pale-{variant}_8xb128_in1k.py'))
-    model = get_flops.build_model(cfg)
+    cfg = load_config(osp.join(REPO, f'configs/pale/pale-{variant}_8xb128_in1k.py'))
+    model = build_from_config(cfg, inference_only=True)
     params = get_flops.count_params(model)
     assert abs(params / 1e6 - params_m) / params_m < 0.03, params
     flops, _, _ = get_flops.count_flops(model, (torch.randn(1, 3, 224, 224), ))

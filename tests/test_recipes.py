@@ -12,7 +12,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
 
 from mmvit_ext.utils.batch_scaling import apply_batch_scaling, scaled_ema_momentum
-from mmvit_ext.utils.ema import extract_weights, select_weights
+from mmvit_ext.converters.ema import extract_weights, select_weights
 
 from .conftest import REPO, run_tool
 
@@ -202,6 +202,7 @@ def test_ade20k_save_best_key_is_what_the_evaluator_reports():
     assert cfg.default_hooks.checkpoint.save_best in metric.compute_metrics(metric.results)
 
 
+@pytest.mark.slow
 def test_ade20k_auto_scale_lr_flag_works(tmp_path):
     """Before: `--auto-scale-lr` exited for want of `auto_scale_lr`. Now it scales the lr and
     the run stops only at the missing dataset."""
@@ -215,6 +216,7 @@ def test_ade20k_auto_scale_lr_flag_works(tmp_path):
 
 
 # -- 5. Downstream initialisation from EMA or source weights -------------------------------------
+@pytest.mark.slow
 def test_select_ema_weights_of_an_emahook_checkpoint(demo_root, tmp_path):
     """A real EMAHook run saves the EMA weights in `state_dict` and the trained ones in
     `ema_state_dict`; `select_ema_weights` gives either, and a backbone `Pretrained` init from
@@ -256,6 +258,7 @@ def test_select_ema_weights_of_an_emahook_checkpoint(demo_root, tmp_path):
         torch.testing.assert_close(value, trained[f'backbone.{key}'], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_select_ema_weights_refuses_a_checkpoint_without_ema(tmp_path):
     plain = tmp_path / 'plain.pth'
     torch.save({'meta': {}, 'state_dict': {'w': torch.ones(1)}}, plain)
@@ -270,6 +273,7 @@ def test_select_ema_weights_refuses_a_checkpoint_without_ema(tmp_path):
 
 
 # -- 6. The batch-size trap ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_warns_when_the_batch_differs_from_the_config_batch(tmp_path):
     """`tools/train.py configs/rmt/rmt-s_in1k.py` on one process: batch 128 with the lr set for
     1024 is 8x the linear-scaling lr; say so once, with the factor and the flag."""

@@ -273,6 +273,7 @@ def _official_state_dict(name, seed):
     return state_dict
 
 
+@pytest.mark.slow
 def test_converter_cli_entry_and_arch_inference(tmp_path):
     model, ema = _official_state_dict('T', 0), _official_state_dict('T', 1)
     assert len(model) == 374  # spec section 3

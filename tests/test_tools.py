@@ -46,6 +46,7 @@ def _test(task, checkpoints, demo_root, tmp_path, *extra):
     return _images(show_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task,interval', [('cls', 1), ('det', 1), ('det', 2), ('seg', 1)])
 def test_show_dir_writes_every_nth_image_into_the_given_folder(task, interval, checkpoints,
                                                                demo_root, tmp_path):
@@ -54,6 +55,7 @@ def test_show_dir_writes_every_nth_image_into_the_given_folder(task, interval, c
     assert not _images(tmp_path / 'work'), 'images must not go to the work dir'
 
 
+@pytest.mark.slow
 def test_default_flip_tta_classification(checkpoints, demo_root, tmp_path):
     proc = run_tool([osp.join(REPO, 'tools', 'test.py'), osp.join(REPO, DEMO['cls']),
                      checkpoints['cls'], '--work-dir', str(tmp_path), '--tta', '--cfg-options',
@@ -72,6 +74,7 @@ def test_tta_of_instance_segmentation_is_a_clear_error():
         apply_tta(cfg, DEMO['det'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['cls', 'seg'])
 def test_image_demo(task, checkpoints, demo_root, tmp_path):
     data = demo_root / 'data' / 'demo'
@@ -87,6 +90,7 @@ def test_image_demo(task, checkpoints, demo_root, tmp_path):
     assert 'Drawn images' in proc.stdout
 
 
+@pytest.mark.slow
 def test_image_demo_missing_input(checkpoints, tmp_path):
     proc = run_tool([osp.join(REPO, 'tools', 'image_demo.py'), osp.join(REPO, DEMO['cls']),
                      checkpoints['cls'], str(tmp_path / 'nope.jpg')], cwd=tmp_path)

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
+from mmvit_ext.checkpoint import checkpoint_errors_exit, install_safe_loading  # noqa: E402
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -46,6 +46,7 @@ def list_images(path):
 
 
 def main(argv=None):
+    install_safe_loading()  # for the inferencers' checkpoint loading
     args = parse_args(argv)
     with checkpoint_errors_exit():  # a refused checkpoint: its message, no traceback
         run(args)

@@ -18,10 +18,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmvit_ext.utils.checkpoint import add_checkpoint_args, apply_checkpoint_args, \
-    checkpoint_errors_exit  # noqa: E402
-from mmvit_ext.utils.cli import TOOLBOXES, add_common_args, annotation_json_errors_named, \
-    build_runner, check_data, load_config, setup_distributed  # noqa: E402
+from mmvit_ext.checkpoint import checkpoint_errors_exit, install_safe_loading  # noqa: E402
+from mmvit_ext.utils.cli import TOOLBOXES, add_checkpoint_args, add_common_args, \
+    annotation_json_errors_named, apply_checkpoint_args, build_runner, check_data, load_config, \
+    setup_distributed  # noqa: E402
 from mmvit_ext.utils.show import add_show_args, apply_show_args, apply_tta  # noqa: E402
 
 
@@ -69,6 +69,7 @@ def apply_fuse_arg(cfg, fuse):
 
 
 def main(argv=None):
+    install_safe_loading()
     args = parse_args(argv)
     cfg = load_config(args)
     apply_test_args(cfg, args)

@@ -16,11 +16,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone, too
 
+from mmvit_ext.checkpoint import checkpoint_errors_exit, install_safe_loading  # noqa: E402
 from mmvit_ext.utils.batch_scaling import apply_batch_scaling  # noqa: E402
-from mmvit_ext.utils.checkpoint import add_checkpoint_args, apply_checkpoint_args, \
-    checkpoint_errors_exit  # noqa: E402
-from mmvit_ext.utils.cli import add_common_args, annotation_json_errors_named, build_runner, \
-    check_data, load_config, setup_distributed  # noqa: E402
+from mmvit_ext.utils.cli import add_checkpoint_args, add_common_args, \
+    annotation_json_errors_named, apply_checkpoint_args, build_runner, check_data, load_config, \
+    setup_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,6 +59,7 @@ def apply_train_args(cfg, args):
 
 
 def main(argv=None):
+    install_safe_loading()
     args = parse_args(argv)
     cfg = load_config(args)
     apply_train_args(cfg, args)

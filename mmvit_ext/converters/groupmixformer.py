@@ -18,10 +18,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from mmengine.config import Config
 
+from mmvit_ext.checkpoint import check_state_dict
+from mmvit_ext.converters.official import load_official_state_dict, rename_keys, save_checkpoint
 from mmvit_ext.models.backbones.groupmixformer import GroupMixFormer
-from mmvit_ext.utils.convert import (check_state_dict, load_official_state_dict, rename_keys,
-                                     save_checkpoint)
+from mmvit_ext.utils.config import build_from_config
 
 BLOCK = r'groupmixformer_backbone\.(\d)\.gma_stage\.(\d+)\.'
 OURS = r'backbone.stages.\1.blocks.\2.'
@@ -89,19 +91,19 @@ def infer_arch(state_dict):
 
 
 def build_classifier(arch, num_classes):
-    from mmpretrain.registry import MODELS
+    """The mmpretrain classifier of the official classification checkpoints, in eval mode."""
     dims = GroupMixFormer.resolve_arch(arch)['embed_dims'][-1]
-    return MODELS.build(dict(
+    return build_from_config(Config(dict(default_scope='mmpretrain', model=dict(
         type='ImageClassifier',
         backbone=dict(type='mmvit_ext.GroupMixFormer', arch=arch, out_indices=(3, )),
         neck=dict(type='mmvit_ext.NormPoolNeck', in_channels=dims, norm_cfg=dict(type='BN')),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=dims)))
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=dims)))))
 
 
 def convert_file(src, dst, arch=None, entry='auto', trust=False):
     """Convert the official checkpoint ``src`` into the mmengine checkpoint ``dst``, checked
     against the model of ``arch`` (inferred when None); ``trust`` as in
-    :func:`mmvit_ext.utils.convert.load_official_state_dict`. Returns a one-line summary."""
+    :func:`mmvit_ext.converters.official.load_official_state_dict`. Returns a one-line summary."""
     official = load_official_state_dict(src, entry, trust=trust)
     arch = arch or infer_arch(official)
     converted = convert(official)

@@ -25,11 +25,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from mmengine.config import Config
 
+from mmvit_ext.checkpoint import check_state_dict
+from mmvit_ext.converters.official import load_official_state_dict, rename_keys, save_checkpoint
 from mmvit_ext.models.backbones.rmt import RMT
 from mmvit_ext.models.layers import ManhattanRelPos
-from mmvit_ext.utils.convert import (check_state_dict, load_official_state_dict, rename_keys,
-                                     save_checkpoint)
+from mmvit_ext.utils.config import build_from_config
 
 
 def _stage_shift(part):
@@ -112,15 +114,13 @@ def convert_backbone(state_dict, arch):
 
 
 def build_classifier(arch, num_classes):
-    from mmpretrain.registry import MODELS
-    from mmpretrain.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
+    """The mmpretrain classifier of the official classification checkpoints, in eval mode."""
     c4 = arch['embed_dims'][-1]
-    return MODELS.build(
-        dict(type='ImageClassifier', backbone=dict(type='mmvit_ext.RMT', arch=arch),
-             neck=dict(type='mmvit_ext.NormPoolNeck', in_channels=c4, proj_channels=1024,
-                       norm_cfg=dict(type='BN'), act_cfg=dict(type='Swish')),
-             head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=1024)))
+    return build_from_config(Config(dict(default_scope='mmpretrain', model=dict(
+        type='ImageClassifier', backbone=dict(type='mmvit_ext.RMT', arch=arch),
+        neck=dict(type='mmvit_ext.NormPoolNeck', in_channels=c4, proj_channels=1024,
+                  norm_cfg=dict(type='BN'), act_cfg=dict(type='Swish')),
+        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=1024)))))
 
 
 def convert(state_dict, arch=None):

@@ -14,10 +14,10 @@ from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
+from ..checkpoint import (CheckpointMismatchError, add_checksum, atomic_write_bytes,
+                          describe_mismatches, install_safe_loading, plain_message_hub,
+                          restore_message_hub, stale_temp_files, state_dict_mismatches)
 from ..registry import HOOKS
-from ..utils.checkpoint import (CheckpointMismatchError, add_checksum, atomic_write_bytes,
-                                describe_mismatches, plain_message_hub, restore_message_hub,
-                                stale_temp_files, state_dict_mismatches)
 
 
 @HOOKS.register_module()
@@ -32,6 +32,8 @@ class SafeCheckpointHook(CheckpointHook):
     * The saved ``message_hub`` holds plain lists instead of ``HistoryBuffer`` objects, and
       ``meta['sha256']`` the SHA-256 of each entry (weights, optimizer ...); both are undone /
       verified on load.
+    * Building the hook installs safe loading (``weights_only=True`` for every checkpoint the
+      run loads: ``mmvit_ext.checkpoint.install_safe_loading``).
     * ``strict_load=True`` (default): ``load_from``, ``--resume`` and ``tools/test.py`` refuse a
       checkpoint whose keys or shapes do not fit the model, listing the first mismatches;
       ``False`` (``--non-strict``) loads the matching weights and warns.
@@ -46,6 +48,8 @@ class SafeCheckpointHook(CheckpointHook):
             backend_args = dict(backend='mmvit_ext_atomic_local')
         super().__init__(*args, backend_args=backend_args, **kwargs)
         self.strict_load = strict_load
+        # built with the runner, before it loads anything (init_cfg, load_from, resume)
+        install_safe_loading()
 
     def before_train(self, runner):
         super().before_train(runner)

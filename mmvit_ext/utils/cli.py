@@ -1,12 +1,16 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: loading a config of any of the three
-toolboxes, checking the data is where the config says, and CPU-friendly distributed setup."""
+toolboxes, checking the data is where the config says, CPU-friendly distributed setup and the
+checkpoint options (``--non-strict``, ``--overwrite``)."""
 import contextlib
-import importlib
 import json
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
+
+from mmvit_ext.checkpoint import check_work_dir
+from mmvit_ext.utils.config import load_config as load_config_file
+from mmvit_ext.utils.config import register_modules
 
 # default_scope -> what differs per toolbox: the metric that dumps predictions for --out
 TOOLBOXES = {
@@ -41,20 +45,10 @@ def add_common_args(parser):
 
 
 def load_config(args):
-    """Load ``args.config``, apply overrides and the work dir; fail clearly on a bad file."""
-    if not osp.isfile(args.config):
-        raise SystemExit(f'Config file not found: {args.config}. Configs live under configs/ '
-                         f'(e.g. configs/rmt/rmt-s_in1k.py, configs/demo/).')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in TOOLBOXES:
-        raise SystemExit(f'{args.config}: default_scope is {scope!r}; this tool runs configs '
-                         f'whose default_scope is one of {", ".join(TOOLBOXES)} (set it in the '
-                         f'config or inherit a configs/_base_/default_runtime_*.py).')
-    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
-    import mmvit_ext.models  # noqa: F401  registers this package's modules
+    """Load ``args.config`` (:func:`mmvit_ext.utils.config.load_config`), register its toolbox
+    as the default scope, apply the launcher and the work dir."""
+    cfg = load_config_file(args.config, args.cfg_options)
+    register_modules(cfg.default_scope, init_default_scope=True)
     cfg.launcher = args.launcher
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -188,7 +182,43 @@ def setup_distributed(cfg):
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
 
 
+def backbone_of(model):
+    """``model.backbone``; stops with a message for a model without one."""
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        raise SystemExit(f'{type(model).__name__} has no `backbone`; drop --backbone-only.')
+    return backbone
+
+
 def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+# -- checkpoint options ---------------------------------------------------------------------
+SAFE_HOOK = 'mmvit_ext.SafeCheckpointHook'
+
+
+def add_checkpoint_args(parser, training):
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint whose keys or shapes do not all fit the model '
+                             '(only the matching weights; the mismatches are logged)')
+    if training:
+        parser.add_argument('--overwrite', action='store_true',
+                            help='start a new run in a work dir that holds checkpoints of an '
+                                 'earlier run, replacing them')
+
+
+def apply_checkpoint_args(cfg, args, training):
+    """``--non-strict`` and, for training, the work-dir checks of
+    :func:`mmvit_ext.checkpoint.check_work_dir`."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook or hook.get('type') not in (SAFE_HOOK, 'SafeCheckpointHook'):
+        print(f'Warning: default_hooks.checkpoint is {hook and hook.get("type")}, not '
+              f'{SAFE_HOOK}: checkpoints are written in place and loaded without strict key '
+              f'checks. Inherit configs/_base_/default_runtime_*.py or set its type.')
+    elif args.non_strict:
+        hook['strict_load'] = False
+    if training:
+        check_work_dir(cfg.work_dir, cfg.get('resume'), cfg.get('load_from'), args.overwrite)

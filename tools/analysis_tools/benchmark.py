@@ -59,7 +59,6 @@ import argparse
 import copy
 import ctypes
 import gc
-import importlib.util
 import os.path as osp
 import statistics
 import sys
@@ -70,17 +69,16 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmvit_ext.models.layers import attention_kernel  # noqa: E402
 from mmvit_ext.models.layers.attention_ops import KERNELS  # noqa: E402
+from mmvit_ext.utils.cli import backbone_of  # noqa: E402
+from mmvit_ext.utils.config import build_from_config, load_config, \
+    register_modules  # noqa: E402
 
 
-def _load_get_flops():
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'get_flops.py')
-    spec = importlib.util.spec_from_file_location('mmvit_get_flops', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-get_flops = _load_get_flops()
+def build_model(cfg, training=False):
+    """The model of ``cfg`` (:func:`build_from_config`, for inference unless ``training``) with
+    its toolbox as the default scope, which the dataloaders built for it next need."""
+    register_modules(cfg.default_scope, init_default_scope=True)
+    return build_from_config(cfg, training=training, inference_only=not training)
 
 
 # -- peak memory ----------------------------------------------------------------------------
@@ -147,10 +145,10 @@ class CudaPeakMemory:
 def build_benchmarked_module(cfg, backbone_only):
     """The module to time: the classifier (mmpretrain, unless backbone_only) or the backbone."""
     torch.manual_seed(0)
-    model = get_flops.build_model(cfg)
+    model = build_model(cfg)
     if cfg.default_scope == 'mmpretrain' and not backbone_only:
         return model, 'classifier'
-    return get_flops.backbone_of(model), 'backbone'
+    return backbone_of(model), 'backbone'
 
 
 def build_oracle(module):
@@ -351,7 +349,7 @@ def build_train_runner(name, cfg, device, batch, amp, steps):
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     torch.manual_seed(0)
-    model = get_flops.build_model(cfg, for_training=True).to(device)
+    model = build_model(cfg, training=True).to(device)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     batches = _first_batches(cfg, 'train_dataloader', batch, steps)
     return TrainRunner(name, model, device, optim_wrapper, batches)
@@ -463,11 +461,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    cfg = get_flops.load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     baseline_cfg = None
     if args.baseline_config or args.baseline_cfg_options or args.baseline_attention_kernel:
-        baseline_cfg = get_flops.load_config(args.baseline_config or args.config,
-                                             args.cfg_options)
+        baseline_cfg = load_config(args.baseline_config or args.config, args.cfg_options)
         baseline_cfg.merge_from_dict(args.baseline_cfg_options or {})
     whole = cfg.default_scope in ('mmdet', 'mmseg') and not args.backbone_only
     mode = 'train' if args.train else 'whole' if whole else 'tensor'
@@ -487,7 +484,7 @@ def main(argv=None):
     else:
         if mode == 'whole':
             torch.manual_seed(0)
-            module, kind = get_flops.build_model(cfg), 'whole model'
+            module, kind = build_model(cfg), 'whole model'
             data = _first_batches(cfg, 'test_dataloader', args.batch, 1)[0]
             make = lambda name, m, d=data: WholeModelRunner(name, m, device, args.amp, d)  # noqa
         else:
@@ -505,7 +502,7 @@ def main(argv=None):
         if baseline_cfg is not None:
             if mode == 'whole':
                 torch.manual_seed(0)
-                baseline = get_flops.build_model(baseline_cfg)
+                baseline = build_model(baseline_cfg)
                 baseline_data = _first_batches(baseline_cfg, 'test_dataloader', args.batch,
                                                1)[0]
                 runners.append(WholeModelRunner('baseline', baseline, device, args.amp,

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # get_flops, the sibling tool
 
 # Small archs that cover every attention form of each family.
 TINY_ARCHS = {
@@ -107,7 +106,7 @@ def _official_models(root):
 
 
 def training_steps(device, batch, official_root, repeat=5, size=224):
-    from get_flops import build_model, load_config
+    from mmvit_ext.utils.config import build_from_config, load_config
     print(f'3. training steps, batch {batch} at {size}, fp32 on {device}')
     configs = {'RMT-S': 'configs/rmt/rmt-s_8xb128_in1k.py',
                'GroupMixFormer-S': 'configs/groupmixformer/groupmixformer-s_8xb128_in1k.py'}
@@ -115,7 +114,7 @@ def training_steps(device, batch, official_root, repeat=5, size=224):
     x = torch.randn(batch, 3, size, size, device=device)
     target = torch.randint(0, 1000, (batch, ), device=device)
     for name, config in configs.items():
-        ours = build_model(load_config(osp.join(REPO, config), None))
+        ours = build_from_config(load_config(osp.join(REPO, config)), training=True)
         models = {'ours': (ours, lambda m, x: m(x, mode='tensor'))}
         if name in officials:
             models['official'] = (officials[name](), lambda m, x: m(x))

@@ -47,6 +47,8 @@ import subprocess
 import sys
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)  # run from a clone, too
+from mmvit_ext.utils.config import build_from_config, load_config  # noqa: E402
 TEST_TOOL = osp.join(REPO, 'tools', 'test.py')
 README_START, README_END = '<!-- results:start -->', '<!-- results:end -->'
 COLUMNS = ('model', 'schedule', 'metric', 'ours', 'paper', 'delta', 'params', 'FLOPs',
@@ -132,12 +134,7 @@ def schedule_of(cfg):
 
 def count_params(cfg):
     """Parameters of the model as built for inference (mmseg: without the auxiliary head)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'mmvit_get_flops', osp.join(osp.dirname(osp.abspath(__file__)), 'get_flops.py'))
-    get_flops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(get_flops)
-    return sum(p.numel() for p in get_flops.build_model(cfg).parameters())
+    return sum(p.numel() for p in build_from_config(cfg, inference_only=True).parameters())
 
 
 # -- checkpoints and test logs ----------------------------------------------------------------
@@ -241,16 +238,12 @@ def load_speeds(paths):
 
 def gather(configs, work_dir_root, run_tests=False, tta=False, nproc=1, speeds=None,
            cfg_options=None):
-    from mmengine.config import Config
     rows = []
     for config, entry in configs:
-        cfg = Config.fromfile(config)
+        cfg = load_config(config)
         name = entry['Name'] if entry else osp.splitext(osp.basename(config))[0]
         work_dir = osp.join(work_dir_root, osp.splitext(osp.basename(config))[0])
-        scope = cfg.get('default_scope')
-        if scope not in METRICS:
-            raise SystemExit(f'{config}: default_scope {scope!r} is not one of '
-                             f'{", ".join(METRICS)}.')
+        scope = cfg.default_scope
         checkpoint = find_checkpoint(work_dir) if osp.isdir(work_dir) else None
         with_tta = tta and 'tta_model' in cfg and 'tta_pipeline' in cfg
         if checkpoint and run_tests:

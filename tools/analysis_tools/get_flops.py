@@ -34,7 +34,6 @@ No checkpoint is needed: ``init_cfg`` of the backbone and any ``pretrained`` are
 SyncBN is reverted to BN.
 """
 import argparse
-import copy
 import math
 import os.path as osp
 import sys
@@ -43,7 +42,10 @@ from functools import partial
 
 import torch
 
-SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from mmvit_ext.utils.cli import backbone_of  # noqa: E402
+from mmvit_ext.utils.config import build_from_config, load_config, \
+    register_modules  # noqa: E402
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1280, 800), 'mmseg': (512, 512)}
 
 
@@ -178,72 +180,6 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-# -- building models from configs -----------------------------------------------------------
-def load_config(path, cfg_options=None):
-    """Load a config; exit with a clear message when the file or its scope is unusable."""
-    from mmengine.config import Config
-    if not osp.isfile(path):
-        sys.exit(f'Config file "{path}" does not exist.')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        sys.exit(f'Config "{path}" has default_scope={scope!r}; this tool handles '
-                 f'{", ".join(SCOPES)}. Set default_scope in the config (the '
-                 f'configs/_base_/default_runtime_*.py files do).')
-    return cfg
-
-
-def clear_pretrained(model_cfg):
-    """Clear checkpoint loading anywhere in the model config (backbone, neck, heads)."""
-    if isinstance(model_cfg, dict):
-        if 'pretrained' in model_cfg:
-            model_cfg['pretrained'] = None
-        init_cfg = model_cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            model_cfg['init_cfg'] = None
-        for value in model_cfg.values():
-            clear_pretrained(value)
-    elif isinstance(model_cfg, (list, tuple)):
-        for value in model_cfg:
-            clear_pretrained(value)
-
-
-def build_model(cfg, for_training=False):
-    """Build ``cfg.model`` in its toolbox with no checkpoint, SyncBN reverted, in eval mode
-    (``for_training``: in train mode, with mmseg's auxiliary head)."""
-    import importlib
-
-    from mmengine.model import revert_sync_batchnorm
-
-    import mmvit_ext  # noqa: F401  (registers the mmvit_ext modules; custom_imports of the
-    # config were imported by Config.fromfile)
-    scope = cfg.default_scope
-    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-
-    model_cfg = copy.deepcopy(cfg.model)
-    clear_pretrained(model_cfg)
-    if isinstance(model_cfg.get('backbone'), dict):
-        model_cfg.backbone.init_cfg = None
-    model = registry.build(model_cfg)
-    model = revert_sync_batchnorm(model)
-    if for_training:
-        return model.train()
-    if scope == 'mmseg' and getattr(model, 'auxiliary_head', None) is not None:
-        model.auxiliary_head = None  # training-only, as in mmseg's own get_flops
-    model.eval()
-    return model
-
-
-def backbone_of(model):
-    backbone = getattr(model, 'backbone', None)
-    if backbone is None:
-        sys.exit(f'{type(model).__name__} has no `backbone`; drop --backbone-only.')
-    return backbone
-
-
 def dense_inputs(model, scope, shape):
     """Preprocess one synthetic ``(3, H, W)`` image as mmdet/mmseg's get_flops tools do;
     return ``(inputs, data_samples)``."""
@@ -274,7 +210,8 @@ def analyse(cfg, shape=None, backbone_only=False, per_stage=False):
     scope = cfg.default_scope
     shape = tuple(shape or DEFAULT_SHAPES[scope])
     torch.manual_seed(0)
-    model = build_model(cfg)
+    register_modules(scope, init_default_scope=True)
+    model = build_from_config(cfg, inference_only=True)
     results = []
     if scope == 'mmpretrain':
         inputs = (torch.randn(1, 3, *shape), )

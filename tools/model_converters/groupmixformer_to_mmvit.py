@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a clone, too
 
 from mmvit_ext.converters.groupmixformer import convert_file  # noqa: E402
-from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
+from mmvit_ext.checkpoint import checkpoint_errors_exit  # noqa: E402
 
 
 def main(argv=None):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mmvit_ext.utils.checkpoint import checkpoint_errors_exit  # noqa: E402
-from mmvit_ext.utils.ema import WEIGHTS, extract_weights  # noqa: E402
+from mmvit_ext.checkpoint import checkpoint_errors_exit  # noqa: E402
+from mmvit_ext.converters.ema import WEIGHTS, extract_weights  # noqa: E402
 
 
 def main(argv=None):

@@ -27,7 +27,6 @@ the plain model from the config.
 import argparse
 import contextlib
 import copy
-import importlib
 import os
 import os.path as osp
 import sys
@@ -38,38 +37,26 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'analysis_tools'))
-from get_flops import clear_pretrained, load_config  # noqa: E402  (the sibling tool's)
+from mmvit_ext.checkpoint import checkpoint_errors_exit  # noqa: E402
+from mmvit_ext.utils.config import build_from_config, load_config, \
+    register_modules  # noqa: E402
 
 
 def build_model(cfg, checkpoint):
-    """``cfg.model`` built in its toolbox, SyncBN reverted, CHECKPOINT loaded strictly and
-    safely, in eval mode."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.runner import load_checkpoint
-
-    import mmvit_ext.models  # noqa: F401  (registers the backbones)
-    scope = cfg.default_scope
-    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=True)
-    model_cfg = copy.deepcopy(cfg.model)
-    clear_pretrained(model_cfg)
-    model = revert_sync_batchnorm(importlib.import_module(f'{scope}.registry').MODELS.build(
-        model_cfg))
+    """``cfg.model`` built in its toolbox (:func:`build_from_config`: SyncBN reverted),
+    CHECKPOINT loaded strictly and safely, in eval mode; the toolbox is made the default scope,
+    which the test pipeline of :func:`preprocess` needs."""
     if not osp.isfile(checkpoint):
         sys.exit(f'Checkpoint "{checkpoint}" does not exist.')
-    from mmvit_ext.utils.checkpoint import checkpoint_errors_exit
-    # mmengine's loader is this package's safe one (weights_only=True, checksum verified)
+    register_modules(cfg.default_scope, init_default_scope=True)
     with checkpoint_errors_exit():
         try:
-            load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                            logger='silent')
+            return build_from_config(cfg, checkpoint)
         except RuntimeError as err:
             if 'do not match' not in str(err):
                 raise
             sys.exit(f'"{checkpoint}" does not fit the model of the config (strict loading): '
                      f'{err}\nPass the config the checkpoint was trained with.')
-    return model.eval()
 
 
 def preprocess(cfg, model, image_path):

@@ -59,7 +59,10 @@ def extract_weights(src, dst, weights):
     """
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from mmvit_ext.utils.convert import save_checkpoint
+    from mmvit_ext.checkpoint import install_safe_loading
+
+    from .official import save_checkpoint
+    install_safe_loading()
     checkpoint = CheckpointLoader.load_checkpoint(src, map_location='cpu')
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise KeyError(f'{src} is not an mmengine checkpoint (no `state_dict` entry).')
