@@ -10,9 +10,10 @@ Three registered modules:
   every column (H pass), with the 1-D decays.
 
 Numerics follow the official code (not the paper): the decay is an additive log-mask before the
-softmax, Q and K are rotated by the flattened raster index ``y * W + x`` (interleaved pairs),
-only the scores are scaled by ``d ** -0.5`` (the official code scales K; Q.(sK) = s(Q.K)), and a
-5x5 depth-wise conv of V (LCE) is added to the attention output before ``out_proj``.
+softmax, Q and K are rotated by the flattened raster index ``y * W + x`` (the official
+interleaved channel pairs, held as each head's two halves here: :func:`rotate_pairs`), only the
+scores are scaled by ``d ** -0.5`` (the official code scales K; Q.(sK) = s(Q.K)), and a 5x5
+depth-wise conv of V (LCE) is added to the attention output before ``out_proj``.
 
 The attention itself is two module-level functions of rotated q, k and v,
 :func:`manhattan_attention` and :func:`decomposed_manhattan_attention`, which the modules (and
