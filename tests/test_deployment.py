@@ -8,7 +8,7 @@ import torch
 from mmvit_ext.deployment import (SizeConstraintError, build_deployable, check_size,
                                   export_onnx, export_program, max_abs_diff, other_size,
                                   verify_onnx)
-from mmvit_ext.utils.checkpoint import save_checkpoint_file
+from mmvit_ext.checkpoint import save_checkpoint_file
 from tests.conftest import DEMO, REPO, check, run_tool
 
 FAMILIES = ['rmt', 'groupmixformer', 'pale', 'lavit']

@@ -34,7 +34,7 @@ from timm.models._features import feature_take_indices
 
 from mmvit_ext.apis import load_model_index
 from mmvit_ext.registry import MODELS
-from mmvit_ext.utils.checkpoint import load_timm_pretrained
+from mmvit_ext.checkpoint import load_timm_pretrained
 from .layers import (DecomposedManhattanSelfAttention, LessAttention, ManhattanRelPos,
                      ManhattanSelfAttention, PaleShapedAttention, ResidualAttentionDownsample,
                      VanillaAttention)

@@ -27,10 +27,11 @@ import re
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_with_prefix
+from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmvit_ext.utils.convert import check_state_dict
+from mmvit_ext.checkpoint import (CheckpointMismatchError, check_state_dict,
+                                  install_safe_loading)
 
 
 def check_drop_path_rate(rate, family):
@@ -215,11 +216,18 @@ class BaseBackbone(BaseModule):
                 f'train on ImageNet with configs/ and point init_cfg.checkpoint at the result. '
                 f'To train from scratch on purpose, add '
                 f'`--cfg-options model.backbone.init_cfg=None`.')
+        install_safe_loading()  # also when a script calls init_weights() outside the tools
+        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+        state_dict = ckpt.get('state_dict', ckpt)
         if prefix:
-            state_dict = _load_checkpoint_with_prefix(prefix, checkpoint, map_location='cpu')
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()
+                          if k.startswith(prefix)}
+            if not state_dict:
+                raise CheckpointMismatchError(
+                    f'{family}: checkpoint "{checkpoint}" has no key starting with "{prefix}": '
+                    f'set init_cfg.prefix to the backbone\'s prefix in it, or leave it out.')
         else:
-            ckpt = _load_checkpoint(checkpoint, map_location='cpu')
-            state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
             state_dict = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
                           for k, v in state_dict.items()}
         check_state_dict(
