@@ -1,7 +1,7 @@
 """The oneDNN kernels of the fused copies, and the fused Linear / conv modules built on them.
 
 PyTorch's private oneDNN ops (those ``torch.compile`` uses on CPU) run the Linear layers of
-these models 1.5-2x faster than the BLAS behind ``F.linear`` on the CPUs measured, and fuse
+these models faster than the BLAS behind ``F.linear`` on the CPUs measured (README), and fuse
 GELU, Hardswish and residual adds into the GEMMs and convolutions. Being private, each op used
 here is checked once on a tiny input against the plain op (:func:`missing_kernels`); the
 transform leaves a model alone when one is missing or wrong.

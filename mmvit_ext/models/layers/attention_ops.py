@@ -12,9 +12,9 @@ compute it:
 
 A CPU training step (inputs that need gradients) over rows of at most ``EXPLICIT_MAX_TOKENS``
 keys goes the explicit way; everything else (longer rows, no gradients, CUDA) goes through
-SDPA. Measured forward + backward, 2 threads, SDPA time / explicit time: 1.13x-1.95x for the
-rows of 28-76 tokens of RMT-S at 224 (batch 8 and 16) and of RMT at 800x1216 stage 3; 0.95x at
-196 tokens, 0.6-0.8x at 304-950 tokens, where SDPA also saves the memory of the probabilities.
+SDPA: for short rows SDPA's backward, which recomputes the probabilities, costs more than
+keeping them; for long rows SDPA is faster and saves their memory (the README has the measured
+figures).
 
 :func:`attention_kernel` overrides the choice inside a ``with`` block, e.g. to time both ways
 (``tools/analysis_tools/benchmark.py --baseline-attention-kernel sdpa``).

@@ -31,9 +31,8 @@ class ConvPosEnc(nn.Module):
 
     def forward(self, x):
         # The residual is the conv's centre tap plus 1: the same sum without a pass over x
-        # forward and another over its gradient, which are memory-bound (the CPU training
-        # step of the block's conv runs 1.1x-1.6x faster); the gradient of the weight is that
-        # of the conv alone.
+        # forward and another over its gradient, which are memory-bound; the gradient of the
+        # weight is that of the conv alone.
         out = F.conv2d(x.permute(0, 3, 1, 2), self.proj.weight + self.centre_tap,
                        self.proj.bias, padding=self.proj.padding, groups=self.proj.groups)
         return out.permute(0, 2, 3, 1)
