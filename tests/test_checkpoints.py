@@ -261,6 +261,21 @@ def test_import_changes_no_loader_and_the_hook_installs_safe_loading(payload, tm
     assert not marker.exists()
 
 
+def test_hook_refuses_an_mmengine_whose_overridden_internal_changed(monkeypatch):
+    """SafeCheckpointHook overrides mmengine's private ``_save_checkpoint_with_step``; a release
+    that reshapes it must stop the run instead of silently saving in place again."""
+    from mmengine.hooks import CheckpointHook
+    from mmvit_ext.registry import HOOKS
+    HOOKS.build(dict(type='SafeCheckpointHook', interval=1))  # the installed mmengine fits
+    monkeypatch.setattr(CheckpointHook, '_save_checkpoint_with_step',
+                        lambda self, runner, step, meta, extra: None)
+    with pytest.raises(RuntimeError, match=r'mmengine 0\.10.*Install an mmengine 0\.10\.x'):
+        HOOKS.build(dict(type='SafeCheckpointHook', interval=1))
+    monkeypatch.delattr(CheckpointHook, '_save_checkpoint_with_step')
+    with pytest.raises(RuntimeError, match='_save_checkpoint_with_step'):
+        HOOKS.build(dict(type='SafeCheckpointHook', interval=1))
+
+
 @pytest.mark.parametrize('scheme', ['torchvision', 'mmcls', 'open-mmlab_url', 'open-mmlab_local'])
 def test_payload_refused_through_model_zoo_schemes(scheme, payload, served):
     """torchvision:// and mmcls:// resolve to URLs whose download is already in the cache (a

@@ -36,14 +36,15 @@ STACKS = {
     'upstream': dict(
         requirements='requirements.txt', lock='requirements.lock',
         # mmcv's range is what mmdet 3.x and mmseg 1.x accept at import
-        accepted={'torch': '>=2.0', 'mmengine': '>=0.10', 'mmcv': '>=2.0.0rc4,<2.2.0',
+        accepted={'torch': '>=2.0', 'mmengine': '>=0.10,<0.11', 'mmcv': '>=2.0.0rc4,<2.2.0',
                   'mmdet': '>=3.0', 'mmsegmentation': '>=1.0', 'mmpretrain': '>=1.0',
                   'setuptools': '<82'},
         # mmcv 2.1.0's setup.py imports pkg_resources, which setuptools 82 removed
         build_constraints=['setuptools<82']),
     'onedl': dict(
         requirements='requirements-onedl.txt', lock='requirements-onedl.lock',
-        accepted={'torch': '>=2.0', 'onedl-mmengine': '>=0.10.8', 'onedl-mmcv': '>=2.3',
+        accepted={'torch': '>=2.0', 'onedl-mmengine': '>=0.10.8,<0.11',
+                  'onedl-mmcv': '>=2.3',
                   'onedl-mmdetection': '>=3.5', 'onedl-mmsegmentation': '>=1.4',
                   'onedl-mmpretrain': '>=1.3'},
         build_constraints=[]),

@@ -6,6 +6,7 @@ before the new one exists, saves the ``message_hub`` as pickled ``HistoryBuffer`
 subclass keeps its options and fixes those four things; it also writes a new best checkpoint
 before it removes the previous one (mmengine removes first).
 """
+import inspect
 import os
 import os.path as osp
 
@@ -44,6 +45,7 @@ class SafeCheckpointHook(CheckpointHook):
     """
 
     def __init__(self, *args, strict_load=True, backend_args=None, **kwargs):
+        _check_overridden_internals()
         if backend_args is None and kwargs.get('file_client_args') is None:
             backend_args = dict(backend='mmvit_ext_atomic_local')
         super().__init__(*args, backend_args=backend_args, **kwargs)
@@ -128,6 +130,21 @@ class SafeCheckpointHook(CheckpointHook):
             _remove(self.file_backend,
                     self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated)))
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+
+
+def _check_overridden_internals():
+    """``_save_checkpoint_with_step`` is mmengine-internal (0.10 series, the range setup.cfg
+    accepts): a release that renames or reshapes it would make the override below dead code,
+    silently back to in-place saving, so a mismatch stops the run."""
+    base = getattr(CheckpointHook, '_save_checkpoint_with_step', None)
+    if base is None or list(inspect.signature(base).parameters) != ['self', 'runner', 'step',
+                                                                     'meta']:
+        import mmengine
+        raise RuntimeError(
+            f'SafeCheckpointHook overrides CheckpointHook._save_checkpoint_with_step(runner, '
+            f'step, meta) of mmengine 0.10, which mmengine {mmengine.__version__} does not have '
+            f'in that form. Install an mmengine 0.10.x release (pip install "mmengine>=0.10,'
+            f'<0.11", or the onedl-mmengine 0.10.x of the fork stack).')
 
 
 def _remove(backend, path):
