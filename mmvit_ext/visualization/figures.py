@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 PANEL_PX = 240
-TITLE_PX = 60  # two lines of title
+TITLE_PX = 72  # two lines of title and the line that says what lies under the maps
+PANEL_TITLE_CHARS = 36  # longer panel titles wrap instead of spilling past the panel
 MIN_COLS = 2  # room for the title
 DPI = 100
 
@@ -45,12 +46,13 @@ def figure_size(rows, cols):
     return max(cols, MIN_COLS) * PANEL_PX, rows * PANEL_PX + TITLE_PX
 
 
-def _new_figure(rows, cols, title):
+def _new_figure(rows, cols, title, note=None):
     width, height = figure_size(rows, cols)
     fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    fig.suptitle(textwrap.fill(title, width // 7), fontsize=9)
+    text = textwrap.fill(title, width // 7)
+    fig.suptitle(text + (f'\n{note}' if note else ''), fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.92, bottom=0.02, top=1 - TITLE_PX / height,
-                        wspace=0.45, hspace=0.3)
+                        wspace=0.45, hspace=0.35)
     return fig
 
 
@@ -77,7 +79,9 @@ def draw_grid(path, image, rows, title, marker=None):
     if not path.endswith('.png'):
         raise ValueError(f'draw_grid writes PNG files; got "{path}".')
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig = _new_figure(n_rows, n_cols, title)
+    # the maps are translucent: without this line the input image reads as part of the map
+    note = 'maps drawn over the input image' + ('; + marks the query' if marker is not None else '')
+    fig = _new_figure(n_rows, n_cols, title, note)
     height, width = image.shape[:2]
     arrays, titles = [], []
     for i, row in enumerate(rows):
@@ -101,7 +105,7 @@ def draw_grid(path, image, rows, title, marker=None):
             ax.set_ylim(height, 0)
             if marker is not None:
                 ax.plot(*marker, marker='+', color='red', markersize=9, markeredgewidth=2)
-            ax.set_title(panel.title, fontsize=7)
+            ax.set_title(textwrap.fill(panel.title, PANEL_TITLE_CHARS), fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, format='%.3g').ax.tick_params(
                 labelsize=6)
             arrays.append(array)
