@@ -11,19 +11,17 @@ import torch
 from mmcv.ops import RoIAlign
 
 import mmvit_ext
-from mmvit_ext.models.backbones import RMT, GroupMixFormer, LaViT, PaleTransformer
-from tests.test_groupmixformer import TINY as GMF_TINY
-from tests.test_lavit import TINY as LAVIT_TINY
-from tests.test_pale import TINY as PALE_TINY
-from tests.test_rmt import TINY as RMT_TINY
+from mmvit_ext.models.backbones import RMT
+from mmvit_ext.models.backbones.rmt import FAMILY as RMT_FAMILY
+from mmvit_ext.models.families import families
 
+# every family's tiny arch, and RMT with the output norms of its dense-prediction configs
 BACKBONES = {
-    'rmt': lambda: RMT(RMT_TINY, out_indices=(0, 1, 2, 3)),
-    'rmt_out_norms': lambda: RMT(RMT_TINY, out_indices=(0, 1, 2, 3),
+    **{family.name: lambda family=family: family.backbone(family.tiny_arch,
+                                                          out_indices=(0, 1, 2, 3))
+       for family in families()},
+    'rmt_out_norms': lambda: RMT(RMT_FAMILY.tiny_arch, out_indices=(0, 1, 2, 3),
                                  out_norm_cfg=dict(type='LN', eps=1e-5)),
-    'groupmixformer': lambda: GroupMixFormer(GMF_TINY, out_indices=(0, 1, 2, 3)),
-    'pale': lambda: PaleTransformer(PALE_TINY, out_indices=(0, 1, 2, 3)),
-    'lavit': lambda: LaViT(LAVIT_TINY, out_indices=(0, 1, 2, 3)),
 }
 
 

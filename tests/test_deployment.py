@@ -9,9 +9,10 @@ from mmvit_ext.deployment import (SizeConstraintError, build_deployable, check_s
                                   export_onnx, export_program, max_abs_diff, other_size,
                                   verify_onnx)
 from mmvit_ext.checkpoint import save_checkpoint_file
+from mmvit_ext.models.families import families
 from tests.conftest import DEMO, REPO, check, run_tool
 
-FAMILIES = ['rmt', 'groupmixformer', 'pale', 'lavit']
+FAMILIES = [family.name for family in families()]
 TOOL = osp.join(REPO, 'tools', 'deployment', 'pytorch2onnx.py')
 ALL_STAGES = dict(backbone=dict(out_indices=(0, 1, 2, 3)))
 

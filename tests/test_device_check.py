@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from mmvit_ext.models.families import families
 from tests.conftest import REPO, run_tool
 
 pytestmark = pytest.mark.slow  # runs the whole script: every family, demo runs, training steps
@@ -14,8 +15,9 @@ def test_device_check_runs_on_cpu(tmp_path):
                      '--repeat', '1'], cwd=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for family in ('RMT', 'GroupMixFormer', 'PaleTransformer', 'LaViT'):
-        line = next(line for line in out.splitlines() if line.strip().startswith(family + ' '))
+    for family in families():
+        name = family.backbone.__name__
+        line = next(line for line in out.splitlines() if line.strip().startswith(name + ' '))
         fp32 = float(re.search(r'fp32 max\|diff\| (\S+)', line).group(1))
         assert fp32 < 1e-4, line  # the same fp32 CPU kernels as the oracle, up to rounding
         assert 'bfloat16 finite True' in line, line

@@ -8,12 +8,15 @@ import torch
 
 from mmvit_ext.models import fuse_for_cpu_inference
 from mmvit_ext.models import fused as fused_pkg
+from mmvit_ext.models.backbones.groupmixformer import FAMILY as GMF_FAMILY
 from mmvit_ext.models.backbones.groupmixformer import GroupMixBlock, GroupMixFormer
+from mmvit_ext.models.backbones.rmt import FAMILY as RMT_FAMILY
 from mmvit_ext.models.backbones.rmt import RMT, RMTBlock
 from mmvit_ext.models.fused import kernels
 from mmvit_ext.oracles import oracle_for, randomize_
-from tests.test_groupmixformer import TINY as GMF_TINY
-from tests.test_rmt import TINY as RMT_TINY
+
+GMF_TINY = GMF_FAMILY.tiny_arch
+RMT_TINY = RMT_FAMILY.tiny_arch
 
 
 def rmt(seed=0, **kwargs):

@@ -7,13 +7,13 @@ import torch
 from mmengine.config import Config
 
 from mmvit_ext.converters import groupmixformer as converter
-from mmvit_ext.models.backbones.groupmixformer import GroupMixFormer
+from mmvit_ext.models.backbones.groupmixformer import FAMILY, GroupMixFormer
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention
 from mmvit_ext.oracles.groupmixformer import (OfficialGroupMixFormer, OracleGroupMixAttention,
                                               oracle_model)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(embed_dims=[20, 40, 60, 80], depths=[1, 2, 1, 1], mlp_ratios=[4, 4, 2, 2])
+TINY = FAMILY.tiny_arch
 
 
 def randomise_bn(model):

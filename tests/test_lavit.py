@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mmvit_ext.models.backbones.lavit import LaViT
+from mmvit_ext.models.backbones.lavit import FAMILY, LaViT
 from mmvit_ext.models.layers.less_attention import LessAttention, VanillaAttention
 from mmvit_ext.models.layers.residual_attention_downsample import ResidualAttentionDownsample
 from mmvit_ext.models.losses.diagonality_loss import DiagonalityLoss, diagonality_loss
@@ -13,8 +13,7 @@ from mmvit_ext.oracles import oracle_for
 from mmvit_ext.oracles.lavit import (OracleLessAttention, OracleResidualAttentionDownsample,
                                      OracleVanillaAttention, oracle_diagonality_loss, softmax)
 
-TINY = dict(embed_dims=[8, 16, 24, 32], depths=[2, 3, 2, 2], num_heads=[1, 2, 3, 4],
-            mlp_ratios=[2, 2, 2, 2], num_va_layers=[1, 2, 1, 1])
+TINY = FAMILY.tiny_arch
 ODD_SIZES = [(8, 8), (5, 7), (9, 4), (1, 3)]
 
 

@@ -9,13 +9,13 @@ import torch
 import torch.nn as nn
 
 from mmvit_ext.models import PaleShapedAttention, PaleTransformer
+from mmvit_ext.models.backbones.pale import FAMILY
 from mmvit_ext.registry import MODELS
 from mmvit_ext.oracles import oracle_for
 from mmvit_ext.oracles.pale import oracle_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY = dict(embed_dims=[8, 16, 32, 32], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4],
-            pale_size=3, mlp_ratio=2)
+TINY = FAMILY.tiny_arch
 
 
 def randomise_bn(module):

@@ -13,12 +13,14 @@ from mmengine.registry import init_default_scope
 
 from mmvit_ext.utils.batch_scaling import apply_batch_scaling, scaled_ema_momentum
 from mmvit_ext.converters.ema import extract_weights, select_weights
+from mmvit_ext.models.backbones.groupmixformer import FAMILY as GMF_FAMILY
+from mmvit_ext.models.families import families
 
 from .conftest import REPO, run_tool
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 SELECT_EMA = osp.join(REPO, 'tools', 'model_converters', 'select_ema_weights.py')
-FAMILIES = ('rmt', 'groupmixformer', 'pale', 'lavit')
+FAMILIES = tuple(family.name for family in families())
 
 
 def _cfg(rel_path):
@@ -55,13 +57,11 @@ def _param_settings(model, optim_wrapper_cfg):
 
 
 # -- 1. GroupMixFormer 384 fine-tuning ---------------------------------------------------------
-GMF_TINY = dict(embed_dims=[40, 40, 40, 40], depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2])
-
-
 def _tiny_gmf(cfg):
-    cfg.model.backbone.arch = GMF_TINY
+    arch = GMF_FAMILY.tiny_arch
+    cfg.model.backbone.arch = arch
     cfg.model.backbone.drop_path_rate = 0.0
-    cfg.model.neck.in_channels = cfg.model.head.in_channels = 40
+    cfg.model.neck.in_channels = cfg.model.head.in_channels = arch['embed_dims'][-1]
     return cfg
 
 

@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 
 from mmvit_ext.converters import rmt as converter
-from mmvit_ext.models.backbones.rmt import RMT
+from mmvit_ext.models.backbones.rmt import FAMILY, RMT
 from mmvit_ext.models.layers import (DecomposedManhattanSelfAttention, ManhattanRelPos,
                                      ManhattanSelfAttention)
 from mmvit_ext.registry import MODELS
@@ -16,10 +16,8 @@ from mmvit_ext.oracles import rmt as oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(7, 7), (9, 13), (14, 14), (5, 8)]
-# Small custom arch covering both attention forms, layer scales and non-square head splits.
-TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
-            mlp_ratios=[2, 3, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
-            decomposed=[True, False, True, False], layer_scales=[False, False, True, True])
+# the family's small arch: both attention forms, layer scales and non-square head splits
+TINY = FAMILY.tiny_arch
 
 
 # -- relative-position package ---------------------------------------------------------------

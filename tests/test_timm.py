@@ -5,14 +5,16 @@ import torch.nn.functional as F
 
 timm = pytest.importorskip('timm')
 import mmvit_ext.models.timm_models  # noqa: E402,F401  registers the timm names
+from mmvit_ext.models.families import families  # noqa: E402
 from mmvit_ext.models.timm_models import TIMM_VARIANTS  # noqa: E402
 
-SMALLEST = ['rmt_t', 'groupmixformer_m', 'pale_t', 'lavit_t']
+# the first variant of each family (they are declared smallest first)
+SMALLEST = [next(iter(family.timm_variants)) for family in families()]
 
 
 def test_every_variant_is_registered():
-    assert set(timm.list_models('rmt_*') + timm.list_models('groupmixformer_*')
-               + timm.list_models('pale_*') + timm.list_models('lavit_*')) == set(TIMM_VARIANTS)
+    assert set(name for family in families()
+               for name in timm.list_models(f'{family.name}_*')) == set(TIMM_VARIANTS)
 
 
 @pytest.mark.parametrize('name', SMALLEST)

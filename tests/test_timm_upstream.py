@@ -15,11 +15,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from mmvit_ext.models.families import families
+
 timm = pytest.importorskip('timm')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CACHE = osp.join(osp.expanduser('~'), '.cache', 'mmvit_ext', 'timm-sdist')
-MODELS = ('rmt_t', 'groupmixformer_m', 'pale_t', 'lavit_t')
+# the first timm variant of each family (they are declared smallest first)
+MODELS = tuple(next(iter(family.timm_variants)) for family in families())
 TESTS = ('test_model_default_cfgs', 'test_model_forward', 'test_model_backward',
          'test_model_forward_features', 'test_model_forward_intermediates_features',
          'test_model_forward_intermediates', 'test_prune_intermediate_layers_contract',

@@ -8,6 +8,10 @@ import pytest
 import torch
 
 from mmvit_ext.models.backbones import RMT, GroupMixFormer, LaViT, PaleTransformer
+from mmvit_ext.models.backbones.groupmixformer import FAMILY as GMF_FAMILY
+from mmvit_ext.models.backbones.lavit import FAMILY as LAVIT_FAMILY
+from mmvit_ext.models.backbones.pale import FAMILY as PALE_FAMILY
+from mmvit_ext.models.backbones.rmt import FAMILY as RMT_FAMILY
 from mmvit_ext.models.layers.less_attention import LessAttention
 from mmvit_ext.oracles import groupmixformer as gmf_oracle
 from mmvit_ext.oracles import lavit as lavit_oracle
@@ -17,14 +21,12 @@ from mmvit_ext.visualization import record_attention
 
 from .conftest import REPO
 
-RMT_TINY = dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
-                mlp_ratios=[2, 2, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
-                decomposed=[True, False, True, False], layer_scales=[False] * 4)
-PALE_TINY = dict(embed_dims=[8, 16, 32, 32], depths=[1, 1, 1, 1], num_heads=[2, 2, 4, 4],
-                 pale_size=3, mlp_ratio=2)
-GMF_TINY = dict(embed_dims=[20, 40, 40, 40], depths=[1, 1, 1, 1], mlp_ratios=[2, 2, 2, 2])
-LAVIT_TINY = dict(embed_dims=[8, 16, 24, 32], depths=[3, 2, 1, 1], num_heads=[1, 2, 3, 4],
-                  mlp_ratios=[2, 2, 2, 2], num_va_layers=[1, 1, 1, 1])
+RMT_TINY = RMT_FAMILY.tiny_arch
+# the families' tiny archs with the block layout the record checks below expect: one block per
+# stage; LaViT with two LA layers in a row in stage 0
+PALE_TINY = dict(PALE_FAMILY.tiny_arch, depths=[1, 1, 1, 1])
+GMF_TINY = dict(GMF_FAMILY.tiny_arch, depths=[1, 1, 1, 1])
+LAVIT_TINY = dict(LAVIT_FAMILY.tiny_arch, depths=[3, 2, 1, 1], num_va_layers=[1, 1, 1, 1])
 # 44 x 36 input: stage-1 maps of 11 x 9, not multiples of the pale size (padded groups)
 IMAGE = (44, 36)
 

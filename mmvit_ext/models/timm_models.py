@@ -1,10 +1,8 @@
-"""The four families as timm models: ``import mmvit_ext.models.timm_models`` registers
-
-    rmt_t rmt_s rmt_b rmt_l   groupmixformer_m groupmixformer_t groupmixformer_s
-    groupmixformer_b groupmixformer_l   pale_t pale_s pale_b   lavit_t lavit_s lavit_b
-
-with ``timm.create_model`` (classifier, ``num_classes``, ``features_only`` / ``out_indices``,
-``pretrained`` from a local file through ``pretrained_cfg_overlay=dict(file=...)``).
+"""The families as timm models: ``import mmvit_ext.models.timm_models`` registers the timm
+variants every family declares (``Family.timm_variants``, e.g. ``rmt_s``; a family registered
+later is added then) with ``timm.create_model`` (classifier, ``num_classes``, ``features_only``
+/ ``out_indices``, ``pretrained`` from a local file through
+``pretrained_cfg_overlay=dict(file=...)``).
 
 Each model is the family's ImageNet config (``configs/<family>/<name>_8xb128_in1k.py``) built
 from this package's modules: ``backbone`` (the mmvit_ext backbone), ``neck`` (its
@@ -20,6 +18,7 @@ arguments, building on the ``meta`` device, ``reset_classifier``, ``set_grad_che
 """
 import contextlib
 import logging
+import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -27,42 +26,23 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.model import initialize
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import get_device_dtype
-from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
+from timm.layers import _fx, get_device_dtype
+from timm.models import (_registry, build_model_with_cfg, generate_default_cfgs, register_model,
                          register_notrace_module)
 from timm.models._features import feature_take_indices
 
 from mmvit_ext.apis import load_model_index
 from mmvit_ext.registry import MODELS
 from mmvit_ext.checkpoint import load_timm_pretrained
-from .layers import (DecomposedManhattanSelfAttention, LessAttention, ManhattanRelPos,
-                     ManhattanSelfAttention, PaleShapedAttention, ResidualAttentionDownsample,
-                     VanillaAttention)
-from .losses import DiagonalityLoss
+from .families import watch
 
-# timm name -> the model-index name of the config it is built from
-TIMM_VARIANTS = {
-    **{f'rmt_{v}': f'rmt-{v}_8xb128_in1k' for v in 'tsbl'},
-    **{f'groupmixformer_{v}': f'groupmixformer-{v}_8xb128_in1k' for v in 'mtsbl'},
-    **{f'pale_{v}': f'pale-{v}_8xb128_in1k' for v in 'tsb'},
-    **{f'lavit_{v}': f'lavit-{v}_8xb128_in1k' for v in 'tsb'},
-}
-
-# torch.fx records these as single calls: their forward branches on the traced sizes (shape
-# checks, padding, the cached position tables of a size), on the dtype or on the autograd state
-# (the softmax-attention kernel choice), which a symbolic trace cannot follow.
-for _module in (ManhattanRelPos, ManhattanSelfAttention, DecomposedManhattanSelfAttention,
-                PaleShapedAttention, VanillaAttention, LessAttention,
-                ResidualAttentionDownsample, DiagonalityLoss):
-    register_notrace_module(_module)
+# timm name -> the config it is built from (a model-index name or a config file), of every
+# registered family
+TIMM_VARIANTS = {}
 
 # the default init_cfg of mmpretrain's LinearClsHead (the head of every config), for the configs
 # that give none
 LINEAR_CLS_HEAD_INIT = dict(type='Normal', layer='Linear', std=0.01)
-
-# the stem's first conv, adapted by timm to ``in_chans`` when loading pretrained weights
-FIRST_CONV = dict(rmt='backbone.patch_embed.0', groupmixformer='backbone.patch_embed.0.conv',
-                  pale='backbone.patch_embed.proj', lavit='backbone.patch_embed.proj')
 
 
 class GlobalAvgPool(nn.Module):
@@ -264,7 +244,9 @@ def _check_pool(global_pool):
 
 
 def _create(variant, pretrained=False, **kwargs):
-    config = load_model_index()[TIMM_VARIANTS[variant]]['Config']
+    config = TIMM_VARIANTS[variant]
+    if not osp.isfile(config):
+        config = load_model_index()[config]['Config']
     # a file or url of pretrained weights goes to MMViTClassifier.load_pretrained (timm resets
     # custom_load when the overlay names a file, hence set here)
     kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {},
@@ -274,15 +256,16 @@ def _create(variant, pretrained=False, **kwargs):
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-def _cfg(variant):
+def _cfg(family):
     return dict(
         url='', num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
         interpolation='bicubic', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv=FIRST_CONV[variant.split('_')[0]], classifier='head.fc')
+        first_conv=family.timm_first_conv, classifier='head.fc')
 
 
-# no weights are published: pretrained=True needs pretrained_cfg_overlay=dict(file=...)
-default_cfgs = generate_default_cfgs({variant: _cfg(variant) for variant in TIMM_VARIANTS})
+# the pretrained cfgs timm's register_model reads from the module of an entry point; no weights
+# are published: pretrained=True needs pretrained_cfg_overlay=dict(file=...)
+default_cfgs = {}
 
 
 def _entry_point(variant):
@@ -294,5 +277,25 @@ def _entry_point(variant):
     return create
 
 
-for _variant in TIMM_VARIANTS:
-    globals()[_variant] = register_model(_entry_point(_variant))
+def _follow(family, registered):
+    """Register a family's timm models and notrace modules with timm, or remove them."""
+    if registered:
+        for module in family.notrace:
+            register_notrace_module(module)
+        TIMM_VARIANTS.update(family.timm_variants)
+        default_cfgs.update(generate_default_cfgs(
+            {variant: _cfg(family) for variant in family.timm_variants}))
+        for variant in family.timm_variants:
+            globals()[variant] = register_model(_entry_point(variant))
+        return
+    # timm has no public removal: undo what register_model and register_notrace_module added
+    for module in family.notrace:
+        _fx._leaf_modules.discard(module)
+    for variant in family.timm_variants:
+        _registry._clear_model_entries(variant)
+        del _registry._model_entrypoints[variant]
+        globals()['__all__'].remove(variant)  # register_model lists the entry point there
+        del globals()[variant], default_cfgs[variant], TIMM_VARIANTS[variant]
+
+
+watch(_follow)

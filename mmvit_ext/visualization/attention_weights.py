@@ -3,8 +3,9 @@
 The production modules never form their weights (they run fused
 ``scaled_dot_product_attention`` or factorised products); these functions compute them
 explicitly, with dense scores and an explicit softmax, from a module's input and its own
-parameters, independently of the module's fast code path. :mod:`.recorder` calls them on the
-inputs it records during a normal forward.
+parameters, independently of the module's fast code path. Each family's ``<family>_weights``
+(named in its registration, ``AttentionRecording.weights``) computes them for the inputs that
+:mod:`.recorder` records during a normal forward.
 
 Shape conventions: ``B`` batch, tokens row-major (``L = H * W``); ``query=(y, x)`` restricts
 the queries to one token (``Lq = 1``), otherwise ``Lq = L``. All functions expect eval-mode
@@ -132,6 +133,26 @@ def decomposed_effective_weights(w_pass, h_pass, query):
     return h_row[..., None] * w_rows.transpose(1, 2)
 
 
+def rmt_weights(record, query=None):
+    """The weights of an RMT record (``AttentionRecord.weights``): ``plain`` (B, N, Lq, L), the
+    same q, k without the decay; ``rmt_full``: ``attention`` (B, N, Lq, L) MaSA;
+    ``rmt_decomposed``: ``w_pass`` (B, H, N, W, W), ``h_pass`` (B, W, N, H, H) and, with
+    ``query``, ``effective`` (B, N, H, W); with ``query`` also ``prior`` (N, H, W)."""
+    m = record.module
+    q, k = rmt_rotated_qk(m, record.rel_pos, record.inputs['x'])
+    decay = record.rel_pos.decay.to(q)
+    out = dict(plain=manhattan_attention_weights(q, k, decay, m.scale, query, with_prior=False))
+    if query is not None:
+        out['prior'] = manhattan_prior(decay, record.hw, query)
+    if record.kind == 'rmt_full':
+        out['attention'] = manhattan_attention_weights(q, k, decay, m.scale, query)
+    else:
+        out['w_pass'], out['h_pass'] = decomposed_manhattan_attention_weights(q, k, decay, m.scale)
+        if query is not None:
+            out['effective'] = decomposed_effective_weights(out['w_pass'], out['h_pass'], query)
+    return out
+
+
 # -- Pale-shaped attention ----------------------------------------------------------------------
 def interlaced_group_mask(side, pale_size, device=None):
     """(side, side) bool: indices in the same interlaced group, i.e. equal modulo
@@ -177,6 +198,14 @@ def pale_attention_weights(q, k, num_heads, pale_size, query=None):
         scores = (scores / math.sqrt(d)).masked_fill(~mask, float('-inf'))
         out.append(scores.softmax(dim=-1))
     return tuple(out)
+
+
+def pale_weights(record, query=None):
+    """The weights of a Pale record: ``row``, ``column`` (B, h / 2, Lq, L)."""
+    m = record.module
+    q, k = pale_qk(m, record.inputs['x'])
+    row, column = pale_attention_weights(q, k, m.num_heads, m.pale_size, query)
+    return dict(row=row, column=column)
 
 
 # -- Group-Mix attention ------------------------------------------------------------------------
@@ -242,6 +271,15 @@ def group_mix_attention_weights(q, k, scale, query=None):
     return scale * q @ key_softmax.transpose(-2, -1), key_softmax
 
 
+def group_mix_weights(record, query=None):
+    """The weights of a Group-Mix record: ``attention`` (B, 8, Lq, L), ``key_softmax``
+    (B, 8, L, d)."""
+    q, k, _ = group_mix_proxies(record.module, record.inputs['x'])
+    index = None if query is None else query[0] * record.hw[1] + query[1]
+    attention, key_softmax = group_mix_attention_weights(q, k, record.module.scale, index)
+    return dict(attention=attention, key_softmax=key_softmax)
+
+
 # -- LaViT: vanilla and less attention ----------------------------------------------------------
 def lavit_key_value_tokens(attn, x, hw):
     """The pooled key/value tokens of a LaViT attention layer: adaptive average pooling to the
@@ -274,6 +312,19 @@ def less_attention_logits(attn, prev_logits, hw):
     t = t.reshape(B, h, *hw, K).permute(0, 4, 1, 2, 3).reshape(B * K, h, *hw)
     t = F.conv2d(t, attn.psi.weight, padding=1, groups=h)
     return t.reshape(B, K, h, L).permute(0, 2, 3, 1)
+
+
+def lavit_weights(record, query=None):
+    """The weights of a LaViT record (``lavit_va`` / ``lavit_la``): ``attention`` (B, h, Lq, K)
+    and its ``logits``."""
+    m, inputs, hw = record.module, record.inputs, record.hw
+    if record.kind == 'lavit_va':
+        logits = vanilla_attention_logits(m, inputs['x'], hw, inputs.get('residual_logits'))
+    else:
+        logits = less_attention_logits(m, inputs['prev_logits'], hw)
+    if query is not None:
+        logits = logits[:, :, query[0] * hw[1] + query[1]][:, :, None]
+    return dict(attention=logits.softmax(dim=-1), logits=logits)
 
 
 def attention_similarity(a, b):

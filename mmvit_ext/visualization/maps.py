@@ -14,19 +14,21 @@
   per layer and head, with the layer's diagonality score (the term of the diagonality loss),
   and ``saturation``: that score and the cosine similarity of each layer's attention with the
   previous layer's.
+
+Each family names its ``<family>_figures`` function in its registration
+(``AttentionRecording.figures``).
 """
 import os.path as osp
 
 import numpy as np
 import torch
 
+from mmvit_ext.models.families import resolve
 from mmvit_ext.models.losses.diagonality_loss import diagonality_loss
 from . import attention_weights as aw
 from .figures import Panel, draw_curves, draw_grid
 
 GMA_SEGMENTS = ('tokens', '3x3 proxies', '5x5 proxies', '7x7 proxies')
-FAMILIES = dict(rmt_full='rmt', rmt_decomposed='rmt', pale='pale', group_mix='groupmixformer',
-                lavit_va='lavit', lavit_la='lavit')
 
 
 def stage_stride(stage):
@@ -61,7 +63,7 @@ def _mean_distance(weight_map, token):
     return float((np.abs(weight_map) * dist).sum() / max(np.abs(weight_map).sum(), 1e-12))
 
 
-def _rmt(record, token, heads, path, title, image, marker, extent):
+def rmt_figures(record, token, heads, path, title, image, marker, extent):
     H, W = record.hw
     y, x = token
     weights = record.weights(query=token)
@@ -99,7 +101,7 @@ def _rmt(record, token, heads, path, title, image, marker, extent):
     return paths
 
 
-def _pale(record, token, heads, path, title, image, marker, extent):
+def pale_figures(record, token, heads, path, title, image, marker, extent):
     H, W = record.hw
     half = record.num_heads // 2
     weights = record.weights(query=token)
@@ -122,7 +124,7 @@ def _pale(record, token, heads, path, title, image, marker, extent):
     return paths
 
 
-def _group_mix(record, token, heads, path, title, image, marker, extent):
+def group_mix_figures(record, token, heads, path, title, image, marker, extent):
     H, W = record.hw
     attention = record.weights(query=token)['attention']
     # one column per segment (tokens, then the 3x3, 5x5, 7x7 proxies), one row per head of it
@@ -135,7 +137,7 @@ def _group_mix(record, token, heads, path, title, image, marker, extent):
     return paths
 
 
-def _lavit(records, token, heads, path, title, image, marker):
+def lavit_figures(records, token, heads, path, title, image, marker):
     pool = records[0].module.kv_tokens.pool_size
     hw = records[0].hw
     index = token[0] * hw[1] + token[1]
@@ -175,20 +177,22 @@ def draw_attention(recorder, stage, block, image, query_px, out_dir, heads=None,
         dict: figure name -> PNG path (each with its .npz).
     """
     record = recorder.get(stage, block)
+    recording, family = record.family.attention, record.family.name
+    if recording.figures is None:
+        raise ValueError(f'The {family} family declares no attention figures.')
     stride = stage_stride(record.stage)
     token = query_token(query_px, record.hw, stride)
-    family = FAMILIES[record.kind]
-    where = f's{record.stage}' if family == 'lavit' else f's{record.stage}_b{record.block}'
+    where = f's{record.stage}' if recording.per_stage else f's{record.stage}_b{record.block}'
 
     def path(name):
         return osp.join(out_dir, f'{prefix}{family}_{where}_{name}.png')
 
-    title = (f'{family} stage {record.stage}' + ('' if family == 'lavit' else
+    title = (f'{family} stage {record.stage}' + ('' if recording.per_stage else
                                                  f' block {record.block}') +
              f', query ({query_px[0]}, {query_px[1]}) = token {token}')
     chosen = _heads(heads, record.num_heads)
-    if family == 'lavit':
-        return _lavit(recorder.stage(stage), token, chosen, path, title, image, query_px)
+    draw = resolve(recording.figures)
+    if recording.per_stage:
+        return draw(recorder.stage(stage), token, chosen, path, title, image, query_px)
     extent = (record.hw[1] * stride, record.hw[0] * stride)
-    draw = dict(rmt=_rmt, pale=_pale, groupmixformer=_group_mix)[family]
     return draw(record, token, chosen, path, title, image, query_px, extent)

@@ -19,23 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from mmvit_ext.models.backbones.base import BaseBackbone
+from mmvit_ext.models.families import families, resolve
 from mmvit_ext.models.fused.kernels import FusedModule
-from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention
-from mmvit_ext.models.layers.less_attention import LessAttention, VanillaAttention
-from mmvit_ext.models.layers.manhattan_attention import (DecomposedManhattanSelfAttention,
-                                                         ManhattanSelfAttention)
-from mmvit_ext.models.layers.pale_attention import PaleShapedAttention
-from . import attention_weights as aw
-
-#: Attention module type -> the kind of record it gives.
-KINDS = {
-    ManhattanSelfAttention: 'rmt_full',
-    DecomposedManhattanSelfAttention: 'rmt_decomposed',
-    PaleShapedAttention: 'pale',
-    GroupMixAttention: 'group_mix',
-    VanillaAttention: 'lavit_va',
-    LessAttention: 'lavit_la',
-}
 
 
 @dataclass
@@ -47,11 +32,13 @@ class AttentionRecord:
     module: torch.nn.Module
     rel_pos: torch.nn.Module = None  # RMT: the stage's ManhattanRelPos
     inputs: dict = field(default_factory=dict)
+    family: object = None  # the Family that declares the module's type
 
     @property
     def hw(self):
-        """(H, W) of the attention's token grid."""
-        if self.kind.startswith('lavit'):
+        """(H, W) of the attention's token grid: its ``hw`` argument where it takes one (LaViT's
+        token sequences), else the sides of its (B, H, W, C) input."""
+        if 'hw' in self.inputs:
             return tuple(self.inputs['hw'])
         return tuple(self.inputs['x'].shape[1:3])
 
@@ -60,7 +47,8 @@ class AttentionRecord:
         return self.module.num_heads
 
     def weights(self, query=None):
-        """Explicit attention weights of the recorded forward (batch kept first).
+        """Explicit attention weights of the recorded forward (batch kept first), computed by
+        the family's ``attention.weights``.
 
         ``query=(y, x)`` (token coordinates) restricts the queries to one token, needed for
         large maps. Returns a dict per kind:
@@ -73,41 +61,8 @@ class AttentionRecord:
         * ``group_mix``: ``attention`` (B, 8, Lq, L), ``key_softmax`` (B, 8, L, d);
         * ``lavit_va`` / ``lavit_la``: ``attention`` (B, h, Lq, K) and ``logits``.
         """
-        m, inp = self.module, self.inputs
         with torch.no_grad():
-            if self.kind in ('rmt_full', 'rmt_decomposed'):
-                q, k = aw.rmt_rotated_qk(m, self.rel_pos, inp['x'])
-                decay = self.rel_pos.decay.to(q)
-                out = dict(plain=aw.manhattan_attention_weights(q, k, decay, m.scale, query,
-                                                                with_prior=False))
-                if query is not None:
-                    out['prior'] = aw.manhattan_prior(decay, self.hw, query)
-                if self.kind == 'rmt_full':
-                    out['attention'] = aw.manhattan_attention_weights(q, k, decay, m.scale, query)
-                else:
-                    out['w_pass'], out['h_pass'] = aw.decomposed_manhattan_attention_weights(
-                        q, k, decay, m.scale)
-                    if query is not None:
-                        out['effective'] = aw.decomposed_effective_weights(
-                            out['w_pass'], out['h_pass'], query)
-                return out
-            if self.kind == 'pale':
-                q, k = aw.pale_qk(m, inp['x'])
-                row, column = aw.pale_attention_weights(q, k, m.num_heads, m.pale_size, query)
-                return dict(row=row, column=column)
-            if self.kind == 'group_mix':
-                q, k, _ = aw.group_mix_proxies(m, inp['x'])
-                index = None if query is None else query[0] * self.hw[1] + query[1]
-                attention, key_softmax = aw.group_mix_attention_weights(q, k, m.scale, index)
-                return dict(attention=attention, key_softmax=key_softmax)
-            if self.kind == 'lavit_va':
-                logits = aw.vanilla_attention_logits(m, inp['x'], self.hw,
-                                                     inp.get('residual_logits'))
-            else:
-                logits = aw.less_attention_logits(m, inp['prev_logits'], self.hw)
-            if query is not None:
-                logits = logits[:, :, query[0] * self.hw[1] + query[1]][:, :, None]
-            return dict(attention=logits.softmax(dim=-1), logits=logits)
+            return resolve(self.family.attention.weights)(self, query)
 
 
 class AttentionRecorder:
@@ -137,6 +92,13 @@ class AttentionRecorder:
         return [r for r in self.records if r.stage == self.get(stage, 0).stage]
 
 
+def attention_kinds():
+    """Attention module type -> (the kind of record it gives, the family declaring it), over
+    every registered family."""
+    return {attn_type: (kind, family) for family in families() if family.attention
+            for attn_type, kind in family.attention.kinds.items()}
+
+
 def attention_modules(model):
     """``[(stage, block, attention module, stage's rel_pos or None)]`` of every backbone of this
     package inside ``model``; raises a clear error for fused or unknown models."""
@@ -148,17 +110,19 @@ def attention_modules(model):
                         f'Visualise the plain (unfused) model built from the config.')
     backbones = [m for m in model.modules() if isinstance(m, BaseBackbone)]
     if not backbones:
-        raise TypeError(f'{type(model).__name__} holds no backbone of mmvit_ext (RMT, '
-                        f'GroupMixFormer, PaleTransformer, LaViT): nothing to record.')
+        names = ', '.join(f.backbone.__name__ for f in families())
+        raise TypeError(f'{type(model).__name__} holds no backbone of mmvit_ext ({names}): '
+                        f'nothing to record.')
+    kinds = attention_kinds()
     found = []
     for backbone in backbones:
         for i, stage in enumerate(backbone.stages):
             for j, block in enumerate(stage.blocks):
                 attn = getattr(block, 'attn', None)
-                if type(attn) in KINDS:
+                if type(attn) in kinds:
                     found.append((i, j, attn, getattr(stage, 'rel_pos', None)))
     if not found:
-        known = ', '.join(t.__name__ for t in KINDS)
+        known = ', '.join(t.__name__ for t in kinds)
         raise TypeError(f'No attention module of a known type ({known}) in the blocks of '
                         f'{type(backbones[0]).__name__}.')
     return found
@@ -172,6 +136,7 @@ def record_attention(model):
     no dropout). The hooks are removed on exit; each forward replaces the previous records.
     """
     found = attention_modules(model)
+    kinds = attention_kinds()
     training = [f'stage {i} block {j}' for i, j, attn, _ in found if attn.training]
     if training:
         raise RuntimeError(f'record_attention needs an eval-mode model (call model.eval()); '
@@ -188,8 +153,9 @@ def record_attention(model):
             bound = signature.bind(*args, **kwargs)
             inputs = {name: value.detach() if isinstance(value, torch.Tensor) else value
                       for name, value in bound.arguments.items()}
-            recorder.records.append(AttentionRecord(stage, block, KINDS[type(attn)], attn,
-                                                    rel_pos, inputs))
+            kind, family = kinds[type(attn)]
+            recorder.records.append(AttentionRecord(stage, block, kind, attn, rel_pos, inputs,
+                                                    family))
 
         return hook
 

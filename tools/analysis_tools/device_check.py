@@ -30,27 +30,13 @@ import torch.nn.functional as F
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-# Small archs that cover every attention form of each family.
-TINY_ARCHS = {
-    'RMT': dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
-                mlp_ratios=[2, 3, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
-                decomposed=[True, False, True, False], layer_scales=[False, False, True, True]),
-    'GroupMixFormer': dict(embed_dims=[40, 40, 80, 80], depths=[1, 1, 1, 1],
-                           mlp_ratios=[2, 2, 2, 2]),
-    'PaleTransformer': dict(embed_dims=[8, 16, 32, 32], depths=[1, 1, 2, 1],
-                            num_heads=[2, 2, 4, 4], pale_size=3, mlp_ratio=2),
-    'LaViT': dict(embed_dims=[8, 16, 24, 32], depths=[2, 3, 2, 2], num_heads=[1, 2, 3, 4],
-                  mlp_ratios=[2, 2, 2, 2], num_va_layers=[1, 2, 1, 1]),
-}
-
-
 def check_backbones(device):
-    from mmvit_ext.models import backbones
+    from mmvit_ext.models.families import families
     from mmvit_ext.oracles import oracle_for, randomize_
     dtypes = [torch.bfloat16] + ([torch.float16] if device.type == 'cuda' else [])
     print(f'1. backbones on {device} vs the CPU oracles (input 2x3x64x80)')
-    for family, arch in TINY_ARCHS.items():
-        model = randomize_(getattr(backbones, family)(arch, out_indices=(0, 1, 2, 3))).eval()
+    for family in families():  # each family's tiny arch has all its attention forms
+        model = randomize_(family.backbone(family.tiny_arch, out_indices=(0, 1, 2, 3))).eval()
         oracle = oracle_for(model).eval()
         x = torch.randn(2, 3, 64, 80)
         with torch.no_grad():
@@ -58,7 +44,7 @@ def check_backbones(device):
             model = model.to(device)
             outs = model(x.to(device))
             fp32 = max((o.cpu() - r).abs().max().item() for o, r in zip(outs, refs))
-            line = f'   {family:16s} fp32 max|diff| {fp32:.2e}'
+            line = f'   {family.backbone.__name__:16s} fp32 max|diff| {fp32:.2e}'
             for dtype in dtypes:
                 with torch.autocast(device.type, dtype=dtype):
                     low = model(x.to(device))

@@ -135,7 +135,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmvit_ext.visualization import record_attention
-    from mmvit_ext.visualization.maps import FAMILIES, draw_attention
+    from mmvit_ext.visualization.maps import draw_attention
 
     cfg = load_config(args.config, args.cfg_options)
     model = build_model(cfg, args.checkpoint)
@@ -162,7 +162,7 @@ def main(argv=None):
     if args.featmap:
         stages = range(len(features)) if args.stage is None else [args.stage % len(features)]
         written += draw_featmaps(features, picture, stages, args.out, args.topk,
-                                 f'{FAMILIES[rec.records[0].kind]}_')
+                                 f'{rec.records[0].family.name}_')
     print('\n'.join(written))
 
 

@@ -19,6 +19,7 @@ from mmcv.cnn.bricks import DropPath
 from mmvit_ext.models.layers.conv_pos_enc import ConvPosEnc
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention, check_gma_dims
 from mmvit_ext.registry import MODELS
+from ..families import AttentionRecording, Family, register
 from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
 
 
@@ -49,6 +50,11 @@ class SeparableDownsample(nn.Sequential):
         # channels-last memory falls back to a slow non-oneDNN kernel on CPU).
         x = F.linear(self.dw(x).permute(0, 2, 3, 1), self.pw.weight.flatten(1))
         return self.act(self.bn(x.permute(0, 3, 1, 2)))
+
+    def fused_copy(self):
+        """Its fused CPU-inference copy, or None with a norm other than a BatchNorm."""
+        from ..fused.groupmixformer import FusedSeparableDownsample
+        return FusedSeparableDownsample.from_module(self)
 
 
 class GroupMixFFN(nn.Module):
@@ -86,6 +92,12 @@ class GroupMixBlock(nn.Module):
         x = self.cpe(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def fused_copy(self):
+        """Its fused CPU-inference copy, or None with an aggregator norm other than a
+        BatchNorm."""
+        from ..fused.groupmixformer import FusedGroupMixBlock
+        return FusedGroupMixBlock.from_module(self)
 
 
 @MODELS.register_module()
@@ -169,3 +181,17 @@ class GroupMixFormer(BaseBackbone):
             if i in self.out_indices:
                 outs.append(dense_output(x))
         return tuple(outs)
+
+
+FAMILY = register(Family(
+    name='groupmixformer',
+    backbone=GroupMixFormer,
+    tiny_arch=dict(embed_dims=[20, 40, 60, 80], depths=[1, 2, 1, 1], mlp_ratios=[4, 4, 2, 2]),
+    oracle='mmvit_ext.oracles.groupmixformer:oracle_model',
+    attention=AttentionRecording(
+        kinds={GroupMixAttention: 'group_mix'},
+        weights='mmvit_ext.visualization.attention_weights:group_mix_weights',
+        figures='mmvit_ext.visualization.maps:group_mix_figures'),
+    timm_variants={f'groupmixformer_{v}': f'groupmixformer-{v}_8xb128_in1k' for v in 'mtsbl'},
+    timm_first_conv='backbone.patch_embed.0.conv',
+))

@@ -20,6 +20,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import BaseInit, normal_init, update_init_info
 
 from mmvit_ext.registry import MODELS, WEIGHT_INITIALIZERS
+from ..families import AttentionRecording, Family, register
 from ..layers.less_attention import LessAttention, VanillaAttention
 from ..layers.patch_embed import ConvPatchEmbed
 from ..layers.residual_attention_downsample import ResidualAttentionDownsample
@@ -225,3 +226,19 @@ class LaViT(BaseBackbone):
         cleared on return."""
         losses, self._aux_losses = self._aux_losses, {}
         return losses
+
+
+FAMILY = register(Family(
+    name='lavit',
+    backbone=LaViT,
+    tiny_arch=dict(embed_dims=[8, 16, 24, 32], depths=[2, 3, 2, 2], num_heads=[1, 2, 3, 4],
+                   mlp_ratios=[2, 2, 2, 2], num_va_layers=[1, 2, 1, 1]),
+    oracle='mmvit_ext.oracles.lavit:oracle_model',
+    attention=AttentionRecording(
+        kinds={VanillaAttention: 'lavit_va', LessAttention: 'lavit_la'},
+        weights='mmvit_ext.visualization.attention_weights:lavit_weights',
+        figures='mmvit_ext.visualization.maps:lavit_figures', per_stage=True),
+    timm_variants={f'lavit_{v}': f'lavit-{v}_8xb128_in1k' for v in 'tsb'},
+    timm_first_conv='backbone.patch_embed.proj',
+    notrace=(VanillaAttention, LessAttention, ResidualAttentionDownsample, DiagonalityLoss),
+))

@@ -9,6 +9,7 @@ from mmcv.cnn.bricks.drop import DropPath
 from mmcv.cnn.bricks.transformer import FFN
 
 from mmvit_ext.registry import MODELS
+from ..families import AttentionRecording, Family, register
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention, pale_pair
 from ..layers.patch_embed import ConvPatchEmbed
@@ -131,3 +132,19 @@ class PaleTransformer(BaseBackbone):
                 out = self.out_norms[i](x) if self.out_norms is not None else x
                 outs.append(dense_output(out.permute(0, 3, 1, 2)))
         return tuple(outs)
+
+
+FAMILY = register(Family(
+    name='pale',
+    backbone=PaleTransformer,
+    tiny_arch=dict(embed_dims=[8, 16, 32, 32], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4],
+                   pale_size=3, mlp_ratio=2),
+    oracle='mmvit_ext.oracles.pale:oracle_model',
+    attention=AttentionRecording(
+        kinds={PaleShapedAttention: 'pale'},
+        weights='mmvit_ext.visualization.attention_weights:pale_weights',
+        figures='mmvit_ext.visualization.maps:pale_figures'),
+    timm_variants={f'pale_{v}': f'pale-{v}_8xb128_in1k' for v in 'tsb'},
+    timm_first_conv='backbone.patch_embed.proj',
+    notrace=(PaleShapedAttention, ),
+))

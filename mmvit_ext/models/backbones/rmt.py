@@ -14,6 +14,7 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 
 from mmvit_ext.registry import MODELS
+from ..families import AttentionRecording, Family, register
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
 from ..layers.layer_scale import LayerScale
@@ -39,6 +40,11 @@ class RMTStem(nn.Sequential):
     def forward(self, x):
         return super().forward(x).permute(0, 2, 3, 1)
 
+    def fused_copy(self):
+        """Its fused CPU-inference copy, or None with norms other than BatchNorms."""
+        from ..fused.rmt import FusedRMTStem
+        return FusedRMTStem.from_module(self)
+
 
 class RMTDownsample(nn.Module):
     """3x3 stride-2 conv + norm between stages (official ``PatchMerging``).
@@ -53,6 +59,11 @@ class RMTDownsample(nn.Module):
 
     def forward(self, x):
         return self.norm(self.conv(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+
+    def fused_copy(self):
+        """Its fused CPU-inference copy, or None with a norm other than a BatchNorm."""
+        from ..fused.rmt import FusedRMTDownsample
+        return FusedRMTDownsample.from_module(self)
 
 
 class RMTFFN(nn.Module):
@@ -104,6 +115,11 @@ class RMTBlock(nn.Module):
         x = self.cpe(x)
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), rel_pos)))
         return x + self.drop_path(self.ls2(self.ffn(self.norm2(x))))
+
+    def fused_copy(self):
+        """Its fused CPU-inference copy (:func:`mmvit_ext.fuse_for_cpu_inference`)."""
+        from ..fused.rmt import FusedRMTBlock
+        return FusedRMTBlock.from_module(self)
 
 
 @MODELS.register_module()
@@ -202,3 +218,23 @@ class RMT(BaseBackbone):
                 out = self.out_norms[i](x) if self.out_norms is not None else x
                 outs.append(dense_output(out.permute(0, 3, 1, 2)))
         return tuple(outs)
+
+
+FAMILY = register(Family(
+    name='rmt',
+    backbone=RMT,
+    # both attention forms, layer scales and non-square head splits
+    tiny_arch=dict(embed_dims=[16, 32, 32, 48], depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 3],
+                   mlp_ratios=[2, 3, 2, 2], init_values=[2, 2, 2, 2], heads_ranges=[4, 4, 6, 6],
+                   decomposed=[True, False, True, False],
+                   layer_scales=[False, False, True, True]),
+    oracle='mmvit_ext.oracles.rmt:oracle_model',
+    attention=AttentionRecording(
+        kinds={ManhattanSelfAttention: 'rmt_full',
+               DecomposedManhattanSelfAttention: 'rmt_decomposed'},
+        weights='mmvit_ext.visualization.attention_weights:rmt_weights',
+        figures='mmvit_ext.visualization.maps:rmt_figures'),
+    timm_variants={f'rmt_{v}': f'rmt-{v}_8xb128_in1k' for v in 'tsbl'},
+    timm_first_conv='backbone.patch_embed.0',
+    notrace=(ManhattanRelPos, ManhattanSelfAttention, DecomposedManhattanSelfAttention),
+))

@@ -1,35 +1,31 @@
 """Opt-in deployment transform: fused CPU-inference copies of the blocks that benefit.
 
 ``fuse_for_cpu_inference(model)`` replaces, in an eval-mode fp32 model on the CPU, every module
-whose type is in :data:`FUSED_TYPES` with its fused copy: BatchNorms folded into the preceding
+with a ``fused_copy()`` method by the copy it returns: BatchNorms folded into the preceding
 convs/GEMMs and GELU, Hardswish, layer scales and residual adds fused into oneDNN kernels, once,
 at conversion (like timm's ``reparameterize_model`` or mmcv's ``fuse_conv_bn``). The copies hold
 their own weights and cannot train; the plain modules stay the ones for training, GPUs and AMP.
+
+The method is ``fused_copy`` and not timm's ``fuse``: timm's ``reparameterize_model`` calls any
+``fuse()`` and installs its result, also None, without the eval-mode, dtype and kernel checks
+made here.
 """
 import warnings
 
 import torch
 
-from ..backbones.groupmixformer import GroupMixBlock, SeparableDownsample
-from ..backbones.rmt import RMTBlock, RMTDownsample, RMTStem
-from .groupmixformer import FusedGroupMixBlock, FusedSeparableDownsample
 from .kernels import FusedModule, missing_kernels
-from .rmt import FusedRMTBlock, FusedRMTDownsample, FusedRMTStem
 
-#: Plain module type -> its fused copy (``from_module(module)`` returns it, or None when the
-#: module's configuration cannot be fused, e.g. a stem with LayerNorms instead of BatchNorms).
-FUSED_TYPES = {
-    RMTStem: FusedRMTStem,
-    RMTDownsample: FusedRMTDownsample,
-    RMTBlock: FusedRMTBlock,
-    SeparableDownsample: FusedSeparableDownsample,
-    GroupMixBlock: FusedGroupMixBlock,
-}
+
+def _fusable(module):
+    # ``fused_copy()`` returns the fused copy, or None when the module's configuration cannot
+    # be fused (e.g. a stem with LayerNorms instead of BatchNorms)
+    return callable(getattr(module, 'fused_copy', None))
 
 
 def can_fuse(model):
     """Whether ``model`` contains modules that :func:`fuse_for_cpu_inference` would replace."""
-    return any(type(m) in FUSED_TYPES for m in model.modules())
+    return any(_fusable(m) for m in model.modules())
 
 
 def fuse_for_cpu_inference(model):
@@ -67,12 +63,11 @@ def fuse_for_cpu_inference(model):
 
 def _replace(module):
     for name, child in module.named_children():
-        fused_type = FUSED_TYPES.get(type(child))
-        fused = fused_type.from_module(child) if fused_type is not None else None
+        fused = child.fused_copy() if _fusable(child) else None
         if fused is not None:
             setattr(module, name, fused.eval())
         elif not isinstance(child, FusedModule):
             _replace(child)
 
 
-__all__ = ['FUSED_TYPES', 'can_fuse', 'fuse_for_cpu_inference']
+__all__ = ['can_fuse', 'fuse_for_cpu_inference']
