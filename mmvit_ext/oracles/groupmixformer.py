@@ -154,11 +154,17 @@ class EfficientAtt(nn.Module):
         trans_dim = dim // 5 * 4
         self.crpe = ConvRelPosEnc(Ch=trans_dim // num_heads, h=num_heads)
 
-    def forward(self, x, size):
+    def proxies(self, x, size):
+        """q, k, v of the four attention segments (B, heads, N, Ch), segment-major (two heads
+        per segment), and the non-attention branch (B, N, C / 5), for x (B, N, C)."""
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 1, 3).reshape(3 * B, N, C)
         qkv, x_agg0 = self.aggregator(qkv, size, self.num_heads)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        return qkv[0], qkv[1], qkv[2], x_agg0
+
+    def forward(self, x, size):
+        B, N, C = x.shape
+        q, k, v, x_agg0 = self.proxies(x, size)
         k_softmax = k.softmax(dim=2)
         k_softmax_T_dot_v = torch.einsum('b h n k, b h n v -> b h k v', k_softmax, v)
         eff_att = torch.einsum('b h n k, b h k v -> b h n v', q, k_softmax_T_dot_v)
@@ -323,7 +329,8 @@ class OracleGroupMixAttention(nn.Module):
 
     def __init__(self, attn):
         super().__init__()
-        self.att = EfficientAtt(attn.embed_dims, attn.num_heads, qk_scale=attn.scale)
+        self.att = EfficientAtt(attn.embed_dims, attn.num_heads,
+                                qkv_bias=attn.qkv.bias is not None, qk_scale=attn.scale)
         sd = OrderedDict()
         for key, value in attn.state_dict().items():
             block_key_to_official('attn.' + key, value, sd)
