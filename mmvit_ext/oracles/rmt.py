@@ -5,14 +5,17 @@ has the official keys (the converter tests start from it). Everything is compute
 masks built on every call, explicit scores, explicit softmax, K scaled before the product.
 
 ``oracle_model(model)`` returns an oracle copy of an ``mmvit_ext.RMT`` backbone or of a
-classifier holding one (its neck and head are kept; they are plain layers).
+classifier holding one (its neck and head are kept; they are plain layers), its weights renamed
+by the converter's reverse key map (key renaming is not part of the reference; the converter
+tests check the map against this official-layout model).
 """
 import copy
-import re
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from mmvit_ext.converters.rmt import backbone_to_official
 
 
 class DWConv2d(nn.Module):
@@ -337,46 +340,6 @@ class VisRetNet(nn.Module):
         return self.head(z.mean(-1))
 
 
-# Our key -> official key, written independently of the converter (the converter tests check
-# the forward direction against this oracle).
-_OURS_TO_OFFICIAL = [
-    (r'patch_embed\.(\d+)\.(.+)', r'patch_embed.proj.\1.\2'),
-    (r'stages\.(\d+)\.downsample\.conv\.(.+)',
-     lambda m: f'layers.{int(m.group(1)) - 1}.downsample.reduction.{m.group(2)}'),
-    (r'stages\.(\d+)\.downsample\.norm\.(.+)',
-     lambda m: f'layers.{int(m.group(1)) - 1}.downsample.norm.{m.group(2)}'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.cpe\.proj\.(.+)', r'layers.\1.blocks.\2.pos.conv.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.norm1\.(.+)',
-     r'layers.\1.blocks.\2.retention_layer_norm.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.norm2\.(.+)', r'layers.\1.blocks.\2.final_layer_norm.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.attn\.lce\.(.+)',
-     r'layers.\1.blocks.\2.retention.lepe.conv.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.attn\.(.+)', r'layers.\1.blocks.\2.retention.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ffn\.dwconv\.proj\.(.+)',
-     r'layers.\1.blocks.\2.ffn.dwconv.conv.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ffn\.(.+)', r'layers.\1.blocks.\2.ffn.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ls1\.weight', r'layers.\1.blocks.\2.gamma_1'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ls2\.weight', r'layers.\1.blocks.\2.gamma_2'),
-    (r'out_norms\.(\d+)\.(.+)', r'extra_norms.\1.\2'),
-]
-
-
-def ours_to_official(state_dict):
-    """Map an ``mmvit_ext.RMT`` state_dict to official backbone keys."""
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in _OURS_TO_OFFICIAL:
-            if re.fullmatch(pattern, key):
-                new_key = re.sub(pattern, repl, key)
-                if new_key.endswith(('gamma_1', 'gamma_2')):
-                    value = value.view(1, 1, 1, -1)
-                out[new_key] = value
-                break
-        else:
-            raise KeyError(f'oracle: no official name for {key}')
-    return out
-
-
 class OracleBackbone(nn.Module):
     """The official-layout network standing in for an ``mmvit_ext.RMT`` backbone."""
 
@@ -386,7 +349,7 @@ class OracleBackbone(nn.Module):
                              num_classes=None, out_indices=backbone.out_indices,
                              extra_norms=backbone.out_norms is not None)
         missing, unexpected = self.net.load_state_dict(
-            ours_to_official(backbone.state_dict()), strict=False)
+            backbone_to_official(backbone.state_dict()), strict=False)
         # Only the derived Relpos buffers are not in our state_dict.
         assert not unexpected and all('Relpos' in k for k in missing), (missing, unexpected)
         out_norms = backbone.out_norms
