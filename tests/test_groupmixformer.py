@@ -102,6 +102,18 @@ def test_converter_round_trip(tmp_path, wrap):
                                    rtol=1e-5)
 
 
+def test_reverse_key_map_inverts_the_converter():
+    # the oracle loads our weights through backbone_to_official: exactly the official tensors
+    official = OfficialGroupMixFormer(TINY['embed_dims'], TINY['depths'], TINY['mlp_ratios'])
+    randomise_bn(official)
+    official = official.state_dict()
+    ours = {k[len('backbone.'):]: v for k, v in converter.convert(official).items()}
+    back = converter.backbone_to_official(ours)
+    assert sorted(back) == sorted(official)
+    for key, value in back.items():
+        assert torch.equal(value, official[key]), key
+
+
 def test_converter_is_strict(tmp_path):
     official = OfficialGroupMixFormer(*GroupMixFormer.arch_settings['m'].values(), num_classes=10)
     sd = official.state_dict()

@@ -41,9 +41,9 @@ def tiny_lavit(**kwargs):
     return randomise_transforms(LaViT(arch=dict(TINY), **kwargs))
 
 
-# -- attention layers against the dense oracle --------------------------------------------------
+# -- attention layers against the oracle --------------------------------------------------------
 @pytest.mark.parametrize('hw', ODD_SIZES)
-def test_less_attention_matches_dense_oracle(hw):
+def test_less_attention_matches_oracle(hw):
     la = randomise_transforms(LessAttention(16, num_heads=2))
     x = torch.randn(2, hw[0] * hw[1], 16)
     prev = 3 * torch.randn(2, 2, hw[0] * hw[1], 49)

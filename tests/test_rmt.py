@@ -242,6 +242,18 @@ def test_convert_dense_checkpoint_round_trip(tmp_path):
             torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
 
+def test_reverse_key_map_inverts_the_converter():
+    # the oracle loads our weights through backbone_to_official: exactly the official tensors
+    official = randomize_(oracle.VisRetNet(TINY, num_classes=None)).state_dict()
+    ours = converter.convert_backbone(official, RMT.resolve_arch(TINY))
+    back = converter.backbone_to_official(ours)
+    assert list(back) == [k for k in official if 'Relpos' not in k]
+    for key, value in back.items():
+        assert torch.equal(value, official[key]), key
+    with pytest.raises(KeyError, match='stages.0.downsample.conv.weight'):
+        converter.backbone_to_official({'stages.0.downsample.conv.weight': torch.zeros(1)})
+
+
 def test_converter_rejects_bad_checkpoints():
     state_dict = oracle.VisRetNet(TINY, num_classes=10).state_dict()
     wrong = dict(state_dict)

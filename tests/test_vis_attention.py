@@ -119,8 +119,8 @@ def test_pale_weights_match_oracle_and_stay_in_the_groups():
         eye = torch.eye(H * W).expand(B, heads, H * W, H * W)  # weights @ I = the weights
         ys = torch.arange(H).repeat_interleave(W)
         xs = torch.arange(W).repeat(H)
-        allowed = [pale_oracle.same_group_mask(H, attn.pale_size[0])[ys][:, ys],
-                   pale_oracle.same_group_mask(W, attn.pale_size[1])[xs][:, xs]]
+        allowed = [pale_oracle.interlaced_group_mask(H, attn.pale_size[0])[ys][:, ys],
+                   pale_oracle.interlaced_group_mask(W, attn.pale_size[1])[xs][:, xs]]
         weights = record.weights()
         for branch, name in enumerate(('row', 'column')):
             expected = pale_oracle.masked_attention(q[:, :, branch].transpose(1, 2),

@@ -21,36 +21,42 @@ import torch
 from mmengine.config import Config
 
 from mmvit_ext.checkpoint import check_state_dict
-from mmvit_ext.converters.official import load_official_state_dict, rename_keys, save_checkpoint
+from mmvit_ext.converters.official import KeyMap, load_official_state_dict, save_checkpoint
 from mmvit_ext.models.backbones.groupmixformer import GroupMixFormer
 from mmvit_ext.utils.config import build_from_config
 
-BLOCK = r'groupmixformer_backbone\.(\d)\.gma_stage\.(\d+)\.'
-OURS = r'backbone.stages.\1.blocks.\2.'
-BN = r'(weight|bias|running_mean|running_var|num_batches_tracked)'
-RULES = [
-    (r'conv_stem\.proj([12])\.(weight|bias)', lambda m: f'backbone.patch_embed.{int(m[1]) - 1}.conv.{m[2]}'),
-    (r'conv_stem\.norm([12])\.' + BN, lambda m: f'backbone.patch_embed.{int(m[1]) - 1}.bn.{m[2]}'),
-    (r'patch_embed_layers\.(\d)\.proj\.conv1\.weight', r'backbone.stages.\1.downsample.dw.weight'),
-    (r'patch_embed_layers\.(\d)\.proj\.pointwise_conv\.weight',
-     r'backbone.stages.\1.downsample.pw.weight'),
-    (r'patch_embed_layers\.(\d)\.norm\.' + BN, r'backbone.stages.\1.downsample.bn.\2'),
-    (BLOCK + r'(cpe\.proj|norm1|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)', OURS + r'\3.\4'),
-    (BLOCK + r'att\.(qkv|proj)\.(weight|bias)', OURS + r'attn.\3.\4'),
-    (BLOCK + r'att\.aggregator\.agg([123])\.conv1\.weight',
-     lambda m: f'backbone.stages.{m[1]}.blocks.{m[2]}.attn.aggregator.local_dw.{int(m[3]) - 1}.weight'),
-    (BLOCK + r'att\.aggregator\.agg([123])\.pointwise_conv\.weight',
-     lambda m: f'backbone.stages.{m[1]}.blocks.{m[2]}.attn.aggregator.local_pw.{int(m[3]) - 1}.weight'),
-    # the four segment BNs, merged below
-    (BLOCK + r'att\.aggregator\.norm([0-3])\.' + BN, OURS + r'attn.aggregator.norm.\3.\4'),
-    (BLOCK + r'att\.aggregator\.agg0\.conv\.conv1\.weight', OURS + r'attn.aggregator.branch_dw.weight'),
-    (BLOCK + r'att\.aggregator\.agg0\.conv\.pointwise_conv\.weight',
-     OURS + r'attn.aggregator.branch_pw.weight'),
-    (BLOCK + r'att\.aggregator\.agg0\.norm\.(weight|bias)', OURS + r'attn.aggregator.branch_norm.\3'),
-    (BLOCK + r'att\.crpe\.conv_list\.([012])\.(weight|bias)', OURS + r'attn.crpe.convs.\3.\4'),
-    (r'norm4\.' + BN, r'neck.norm.\1'),
-    (r'head\.(weight|bias)', r'head.fc.\1'),
+FIELDS = dict(stem=r'[01]', stage=r'\d', block=r'\d+', proxy=r'[012]', segment=r'[0-3]',
+              window=r'[012]', wb='weight|bias',
+              bn='weight|bias|running_mean|running_var|num_batches_tracked',
+              layer=r'cpe\.proj|norm1|norm2|mlp\.fc1|mlp\.fc2', linear='qkv|proj')
+# official GMABlock keys <-> our block keys
+BLOCK_RULES = [
+    ('{layer}.{wb}', '{layer}.{wb}'),
+    ('att.{linear}.{wb}', 'attn.{linear}.{wb}'),
+    ('att.aggregator.agg{proxy+1}.conv1.weight', 'attn.aggregator.local_dw.{proxy}.weight'),
+    ('att.aggregator.agg{proxy+1}.pointwise_conv.weight',
+     'attn.aggregator.local_pw.{proxy}.weight'),
+    # the four segment BNs: merged into our one BN after renaming (split before, in reverse)
+    ('att.aggregator.norm{segment}.{bn}', 'attn.aggregator.norm.{segment}.{bn}'),
+    ('att.aggregator.agg0.conv.conv1.weight', 'attn.aggregator.branch_dw.weight'),
+    ('att.aggregator.agg0.conv.pointwise_conv.weight', 'attn.aggregator.branch_pw.weight'),
+    ('att.aggregator.agg0.norm.{wb}', 'attn.aggregator.branch_norm.{wb}'),
+    ('att.crpe.conv_list.{window}.{wb}', 'attn.crpe.convs.{window}.{wb}'),
 ]
+BLOCK_KEYS = KeyMap(BLOCK_RULES, FIELDS)
+KEYS = KeyMap([
+    ('conv_stem.proj{stem+1}.{wb}', 'backbone.patch_embed.{stem}.conv.{wb}'),
+    ('conv_stem.norm{stem+1}.{bn}', 'backbone.patch_embed.{stem}.bn.{bn}'),
+    ('patch_embed_layers.{stage}.proj.conv1.weight',
+     'backbone.stages.{stage}.downsample.dw.weight'),
+    ('patch_embed_layers.{stage}.proj.pointwise_conv.weight',
+     'backbone.stages.{stage}.downsample.pw.weight'),
+    ('patch_embed_layers.{stage}.norm.{bn}', 'backbone.stages.{stage}.downsample.bn.{bn}'),
+] + [('groupmixformer_backbone.{stage}.gma_stage.{block}.' + official,
+      'backbone.stages.{stage}.blocks.{block}.' + ours) for official, ours in BLOCK_RULES] + [
+    ('norm4.{bn}', 'neck.norm.{bn}'),
+    ('head.{wb}', 'head.fc.{wb}'),
+], FIELDS)
 
 
 def merge_segment_norms(state_dict):
@@ -72,9 +78,36 @@ def merge_segment_norms(state_dict):
     return out
 
 
+def split_segment_norms(state_dict):
+    """``...aggregator.norm.X`` (4s channels) -> ``...aggregator.norm.{i}.X`` (i = 0..3, s
+    channels each): the reverse of :func:`merge_segment_norms`."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        m = re.fullmatch(r'(.*aggregator\.norm)\.(\w+)', key)
+        if m is None:
+            out[key] = value
+            continue
+        # the step counter is a scalar, the same for the four
+        for i, part in enumerate(value.chunk(4) if value.dim() else [value] * 4):
+            out[f'{m[1]}.{i}.{m[2]}'] = part.clone()
+    return out
+
+
 def convert(state_dict):
     """Official state_dict -> our keys (``backbone.*`` and, for classifiers, neck/head)."""
-    return merge_segment_norms(rename_keys(state_dict, RULES))  # re.sub takes callables
+    return merge_segment_norms(KEYS.rename(state_dict))
+
+
+def backbone_to_official(state_dict):
+    """Our backbone's keys (no ``backbone.`` prefix) -> official keys: the reverse of
+    :func:`convert`."""
+    ours = OrderedDict(('backbone.' + k, v) for k, v in split_segment_norms(state_dict).items())
+    return KEYS.rename(ours, reverse=True)
+
+
+def block_to_official(state_dict):
+    """Keys of one of our blocks (``attn.qkv.weight`` ...) -> official GMABlock keys."""
+    return BLOCK_KEYS.rename(split_segment_norms(state_dict), reverse=True)
 
 
 def infer_arch(state_dict):

@@ -28,41 +28,38 @@ import torch
 from mmengine.config import Config
 
 from mmvit_ext.checkpoint import check_state_dict
-from mmvit_ext.converters.official import load_official_state_dict, rename_keys, save_checkpoint
+from mmvit_ext.converters.official import KeyMap, load_official_state_dict, save_checkpoint
 from mmvit_ext.models.backbones.rmt import RMT
 from mmvit_ext.models.layers import ManhattanRelPos
 from mmvit_ext.utils.config import build_from_config
 
 
-def _stage_shift(part):
-    # The official downsample closes stage i; ours opens stage i + 1.
-    return lambda m: f'stages.{int(m.group(1)) + 1}.downsample.{part}.{m.group(2)}'
-
-
-BLOCK = r'layers\.(\d+)\.blocks\.(\d+)\.'
-OURS_BLOCK = r'stages.\1.blocks.\2.'
-BACKBONE_RULES = [
-    (r'patch_embed\.proj\.(\d+)\.(.+)', r'patch_embed.\1.\2'),
-    (r'layers\.(\d+)\.downsample\.reduction\.(.+)', _stage_shift('conv')),
-    (r'layers\.(\d+)\.downsample\.norm\.(.+)', _stage_shift('norm')),
-    (BLOCK + r'pos\.conv\.(weight|bias)', OURS_BLOCK + r'cpe.proj.\3'),
-    (BLOCK + r'retention_layer_norm\.(weight|bias)', OURS_BLOCK + r'norm1.\3'),
-    (BLOCK + r'retention\.(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)',
-     OURS_BLOCK + r'attn.\3.\4'),
-    (BLOCK + r'retention\.lepe\.conv\.(weight|bias)', OURS_BLOCK + r'attn.lce.\3'),
-    (BLOCK + r'final_layer_norm\.(weight|bias)', OURS_BLOCK + r'norm2.\3'),
-    (BLOCK + r'ffn\.(fc1|fc2)\.(weight|bias)', OURS_BLOCK + r'ffn.\3.\4'),
-    (BLOCK + r'ffn\.dwconv\.conv\.(weight|bias)', OURS_BLOCK + r'ffn.dwconv.proj.\3'),
-    (BLOCK + r'gamma_1', OURS_BLOCK + r'ls1.weight'),
-    (BLOCK + r'gamma_2', OURS_BLOCK + r'ls2.weight'),
-    (r'extra_norms\.(\d+)\.(weight|bias)', r'out_norms.\1.\2'),
-]
-HEAD_RULES = [
-    (r'proj\.(weight|bias)', r'neck.proj.\1'),
-    (r'norm\.(weight|bias|running_mean|running_var|num_batches_tracked)', r'neck.norm.\1'),
-    (r'head\.(weight|bias)', r'head.fc.\1'),
-]
+BLOCK = 'layers.{stage}.blocks.{block}.'
+OURS_BLOCK = 'stages.{stage}.blocks.{block}.'
+# The official downsample closes stage i; ours opens stage i + 1.
+BACKBONE_KEYS = KeyMap([
+    ('patch_embed.proj.{layer}.{param}', 'patch_embed.{layer}.{param}'),
+    ('layers.{stage}.downsample.reduction.{param}', 'stages.{stage+1}.downsample.conv.{param}'),
+    ('layers.{stage}.downsample.norm.{param}', 'stages.{stage+1}.downsample.norm.{param}'),
+    (BLOCK + 'pos.conv.{wb}', OURS_BLOCK + 'cpe.proj.{wb}'),
+    (BLOCK + 'retention_layer_norm.{wb}', OURS_BLOCK + 'norm1.{wb}'),
+    (BLOCK + 'retention.{proj}.{wb}', OURS_BLOCK + 'attn.{proj}.{wb}'),
+    (BLOCK + 'retention.lepe.conv.{wb}', OURS_BLOCK + 'attn.lce.{wb}'),
+    (BLOCK + 'final_layer_norm.{wb}', OURS_BLOCK + 'norm2.{wb}'),
+    (BLOCK + 'ffn.{fc}.{wb}', OURS_BLOCK + 'ffn.{fc}.{wb}'),
+    (BLOCK + 'ffn.dwconv.conv.{wb}', OURS_BLOCK + 'ffn.dwconv.proj.{wb}'),
+    (BLOCK + 'gamma_1', OURS_BLOCK + 'ls1.weight'),
+    (BLOCK + 'gamma_2', OURS_BLOCK + 'ls2.weight'),
+    ('extra_norms.{stage}.{wb}', 'out_norms.{stage}.{wb}'),
+], fields=dict(layer=r'\d+', stage=r'\d+', block=r'\d+', param='.+', wb='weight|bias',
+               proj='q_proj|k_proj|v_proj|out_proj', fc='fc1|fc2'))
+HEAD_KEYS = KeyMap([
+    ('proj.{wb}', 'neck.proj.{wb}'),
+    ('norm.{bn}', 'neck.norm.{bn}'),
+    ('head.{wb}', 'head.fc.{wb}'),
+], fields=dict(wb='weight|bias', bn='weight|bias|running_mean|running_var|num_batches_tracked'))
 DERIVED = r'layers\.(\d+)\.Relpos\.(decay|angle)'
+LAYER_SCALE = r'.*\.ls[12]\.weight'  # LayerScale (C); official gamma_1/2 (1, 1, 1, C)
 
 
 def infer_arch(state_dict):
@@ -106,11 +103,22 @@ def check_derived_buffers(state_dict, arch):
 def convert_backbone(state_dict, arch):
     """Official backbone keys (no prefix) -> ``mmvit_ext.RMT`` keys (``arch``: a dict)."""
     check_derived_buffers(state_dict, arch)
-    out = rename_keys(state_dict, BACKBONE_RULES, drop=(DERIVED, ))
+    out = BACKBONE_KEYS.rename(state_dict, drop=(DERIVED, ))
     for key in out:
-        if re.search(r'\.ls[12]\.weight$', key):
-            out[key] = out[key].reshape(-1)  # (1, 1, 1, C) -> LayerScale (C)
+        if re.fullmatch(LAYER_SCALE, key):
+            out[key] = out[key].reshape(-1)
     return out
+
+
+def backbone_to_official(state_dict):
+    """``mmvit_ext.RMT`` keys -> official backbone keys: the reverse of
+    :func:`convert_backbone` (the derived Relpos buffers are not produced)."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        if re.fullmatch(LAYER_SCALE, key):
+            value = value.view(1, 1, 1, -1)
+        out[key] = value
+    return BACKBONE_KEYS.rename(out, reverse=True)
 
 
 def build_classifier(arch, num_classes):
@@ -140,7 +148,7 @@ def convert(state_dict, arch=None):
         backbone = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items()
                                if k.startswith('backbone.'))
     else:
-        head_keys = [k for k in state_dict if any(re.fullmatch(p, k) for p, _ in HEAD_RULES)]
+        head_keys = [k for k in state_dict if HEAD_KEYS.rename_key(k) is not None]
         backbone = OrderedDict((k, v) for k, v in state_dict.items() if k not in head_keys)
     arch = RMT.resolve_arch(arch if arch is not None else infer_arch(backbone))
     converted = OrderedDict(
@@ -160,7 +168,7 @@ def convert(state_dict, arch=None):
     if not head_keys:
         check_state_dict({k[len('backbone.'):]: v for k, v in converted.items()}, model)
         return converted, arch, 'backbone'
-    converted.update(rename_keys({k: state_dict[k] for k in head_keys}, HEAD_RULES))
+    converted.update(HEAD_KEYS.rename({k: state_dict[k] for k in head_keys}))
     if 'head.fc.weight' not in converted:
         raise KeyError(f'Official head incomplete: found only {head_keys}.')
     with torch.device('meta'):

@@ -4,14 +4,17 @@ module layout and key names (``conv_stem``, ``patch_embed_layers``, ``groupmixfo
 explicit reshapes. Only the official input-size assertion is fixed (real conv output sizes).
 
 ``oracle_model(model)`` returns a copy of our backbone or classifier whose backbone is this
-official-layout model loaded with our weights through an independent inverse key mapping.
+official-layout model loaded with our weights, renamed by the converter's reverse key map
+(key renaming is not part of the reference; the converter's own tests check the map against
+this official-layout model).
 """
 import copy
-import re
 from collections import OrderedDict
 
 import torch
 import torch.nn as nn
+
+from mmvit_ext.converters.groupmixformer import backbone_to_official, block_to_official
 
 
 def batch_norm(dims):
@@ -154,11 +157,17 @@ class EfficientAtt(nn.Module):
         trans_dim = dim // 5 * 4
         self.crpe = ConvRelPosEnc(Ch=trans_dim // num_heads, h=num_heads)
 
-    def forward(self, x, size):
+    def proxies(self, x, size):
+        """q, k, v of the four attention segments (B, heads, N, Ch), segment-major (two heads
+        per segment), and the non-attention branch (B, N, C / 5), for x (B, N, C)."""
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, C).permute(2, 0, 1, 3).reshape(3 * B, N, C)
         qkv, x_agg0 = self.aggregator(qkv, size, self.num_heads)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        return qkv[0], qkv[1], qkv[2], x_agg0
+
+    def forward(self, x, size):
+        B, N, C = x.shape
+        q, k, v, x_agg0 = self.proxies(x, size)
         k_softmax = k.softmax(dim=2)
         k_softmax_T_dot_v = torch.einsum('b h n k, b h n v -> b h k v', k_softmax, v)
         eff_att = torch.einsum('b h n k, b h k v -> b h n v', q, k_softmax_T_dot_v)
@@ -264,70 +273,15 @@ class OfficialGroupMixFormer(nn.Module):
         return tuple(outs[i] for i in self.out_indices)
 
 
-# -- our key names -> official key names (independent of the converter) ------------------------
-OURS_TO_OFFICIAL = [
-    (r'patch_embed\.(\d)\.conv\.(.*)', lambda m: f'conv_stem.proj{int(m[1]) + 1}.{m[2]}'),
-    (r'patch_embed\.(\d)\.bn\.(.*)', lambda m: f'conv_stem.norm{int(m[1]) + 1}.{m[2]}'),
-    (r'stages\.(\d)\.downsample\.dw\.(.*)', r'patch_embed_layers.\1.proj.conv1.\2'),
-    (r'stages\.(\d)\.downsample\.pw\.(.*)', r'patch_embed_layers.\1.proj.pointwise_conv.\2'),
-    (r'stages\.(\d)\.downsample\.bn\.(.*)', r'patch_embed_layers.\1.norm.\2'),
-    (r'stages\.(\d)\.blocks\.(\d+)\.(.*)', r'groupmixformer_backbone.\1.gma_stage.\2.\3'),
-]
-BLOCK_RULES = [
-    (r'attn\.aggregator\.local_dw\.(\d)\.(.*)', lambda m: f'att.aggregator.agg{int(m[1]) + 1}.conv1.{m[2]}'),
-    (r'attn\.aggregator\.local_pw\.(\d)\.(.*)',
-     lambda m: f'att.aggregator.agg{int(m[1]) + 1}.pointwise_conv.{m[2]}'),
-    (r'attn\.aggregator\.branch_dw\.(.*)', r'att.aggregator.agg0.conv.conv1.\1'),
-    (r'attn\.aggregator\.branch_pw\.(.*)', r'att.aggregator.agg0.conv.pointwise_conv.\1'),
-    (r'attn\.aggregator\.branch_norm\.(.*)', r'att.aggregator.agg0.norm.\1'),
-    (r'attn\.crpe\.convs\.(.*)', r'att.crpe.conv_list.\1'),
-    (r'attn\.(qkv|proj)\.(.*)', r'att.\1.\2'),
-    (r'(cpe\.proj|norm1|norm2|mlp\.fc1|mlp\.fc2)\.(.*)', r'\1.\2'),
-]
-
-
-def _sub(rules, key):
-    for pattern, repl in rules:
-        m = re.fullmatch(pattern, key)
-        if m:
-            return repl(m) if callable(repl) else m.expand(repl)
-    raise KeyError(f'oracle: no rule for {key}')
-
-
-def block_key_to_official(key, value, out):
-    """Map one block-relative key of ours (``attn.qkv.weight`` ...) into ``out``."""
-    m = re.fullmatch(r'attn\.aggregator\.norm\.(.*)', key)
-    if m:  # our one BN over the 4 proxy segments -> official norm0..norm3
-        for i, part in enumerate(value.chunk(4) if value.dim() else [value] * 4):
-            out[f'att.aggregator.norm{i}.{m[1]}'] = part.clone()
-    else:
-        out[_sub(BLOCK_RULES, key)] = value
-
-
-def backbone_to_official(state_dict):
-    out = OrderedDict()
-    for key, value in state_dict.items():
-        official = _sub(OURS_TO_OFFICIAL, key)
-        m = re.fullmatch(r'(groupmixformer_backbone\.\d\.gma_stage\.\d+\.)(.*)', official)
-        if m:
-            sub = OrderedDict()
-            block_key_to_official(m[2], value, sub)
-            out.update((m[1] + k, v) for k, v in sub.items())
-        else:
-            out[official] = value
-    return out
-
-
 class OracleGroupMixAttention(nn.Module):
     """Official ``EfficientAtt`` behind our ``GroupMixAttention`` interface ((B, H, W, C))."""
 
     def __init__(self, attn):
         super().__init__()
-        self.att = EfficientAtt(attn.embed_dims, attn.num_heads, qk_scale=attn.scale)
-        sd = OrderedDict()
-        for key, value in attn.state_dict().items():
-            block_key_to_official('attn.' + key, value, sd)
-        self.load_state_dict(sd, strict=True)
+        self.att = EfficientAtt(attn.embed_dims, attn.num_heads,
+                                qkv_bias=attn.qkv.bias is not None, qk_scale=attn.scale)
+        block = OrderedDict(('attn.' + k, v) for k, v in attn.state_dict().items())
+        self.load_state_dict(block_to_official(block), strict=True)
 
     def forward(self, x):
         B, H, W, C = x.shape

@@ -1,23 +1,24 @@
 """Plain reference code for LaViT, written from the design in configs/lavit/README.md.
 
-Every linear map of the design is materialised as an explicit dense matrix:
+The linear maps of the design are written out explicitly:
 
 * Theta: the (K x K) matrix ``theta.weight`` plus bias, applied over the key axis;
-* Psi: one dense (N x N) matrix per head over the query axis, built from the 3x3 kernel
-  (entry [q, q'] = kernel[dy + 1, dx + 1] when query q' sits at offset (dy, dx) from q inside
-  the map, else 0);
+* Psi: per head, each query's new logits are the sum of its 3x3 neighbours' logits, each
+  weighted by the kernel entry of its offset (neighbours outside the map count as 0);
 * the residual attention downsampling: a dense (N' x N) average-pooling matrix over the query
   grid (2x2 windows clipped at odd borders) and an explicit sum over the heads;
 * the diagonality loss: a dense (K x N) matrix averaging the queries of each key cell
   (adaptive-pooling windows ``[floor(i H / P), ceil((i + 1) H / P))``), explicit softmax.
 
-Dense (N x N) matrices grow with the fourth power of the input side: use small inputs.
+The dense (N' x N) pooling matrix grows with the fourth power of the input side: use small
+inputs for the downsampling.
 """
 import copy
 import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmvit_ext.models.layers.less_attention import LessAttention, VanillaAttention
 from mmvit_ext.models.layers.residual_attention_downsample import ResidualAttentionDownsample
@@ -29,18 +30,42 @@ def softmax(logits):
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def psi_matrices(kernel, hw):
-    """Dense per-head query-mixing matrices of a (h, 1, 3, 3) kernel -> (h, N, N)."""
+def psi(kernel, logits, hw):
+    """Psi: per head, the kernel-weighted sum of the logits of each query's 3x3 neighbours.
+
+    Shapes: kernel (h, 1, 3, 3), logits (B, h, N, K) with N = H * W -> (B, h, N, K).
+    """
     H, W = hw
-    h = kernel.shape[0]
-    mats = kernel.new_zeros(h, H * W, H * W)
-    for y in range(H):
-        for x in range(W):
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    if 0 <= y + dy < H and 0 <= x + dx < W:
-                        mats[:, y * W + x, (y + dy) * W + x + dx] = kernel[:, 0, dy + 1, dx + 1]
-    return mats
+    B, h, N, K = logits.shape
+    # a ring of zero queries around the (H, W) query grid: the missing neighbours
+    padded = F.pad(logits.reshape(B, h, H, W, K), (0, 0, 1, 1, 1, 1))
+    out = torch.zeros_like(padded[:, :, 1:H + 1, 1:W + 1])
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            weight = kernel[:, 0, dy + 1, dx + 1].view(1, h, 1, 1, 1)
+            out = out + weight * padded[:, :, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+    return out.reshape(B, h, N, K)
+
+
+def vanilla_logits_and_values(attn, x, hw, residual_logits=None):
+    """Explicit logits ``Q K^T / sqrt(d)`` (+ residual) of a VanillaAttention and its values.
+
+    Shapes: x (B, N, C), residual_logits (B, h, N, K) -> logits (B, h, N, K), v (B, K, h, d).
+    """
+    B, N, C = x.shape
+    h, d = attn.num_heads, C // attn.num_heads
+    q = attn.q(x).reshape(B, N, h, d)
+    k, v = attn.kv(attn.kv_tokens(x, hw)).reshape(B, -1, 2, h, d).unbind(2)
+    logits = torch.einsum('bnhd,bkhd->bhnk', q, k) / math.sqrt(d)
+    if residual_logits is not None:
+        logits = logits + residual_logits
+    return logits, v
+
+
+def less_attention_logits(attn, prev_logits, hw):
+    """``S^l = Psi(S^{l-1} W_Theta^T + b_Theta)`` of a LessAttention: (B, h, N, K) -> same."""
+    logits = torch.einsum('bhnk,jk->bhnj', prev_logits, attn.theta.weight) + attn.theta.bias
+    return psi(attn.psi.weight, logits, hw)
 
 
 def pool2_matrix(hw, dtype):
@@ -88,36 +113,24 @@ class OracleVanillaAttention(nn.Module):
         self.attn = attn
 
     def forward(self, x, hw, residual_logits=None):
-        a = self.attn
         B, N, C = x.shape
-        h, d = a.num_heads, C // a.num_heads
-        kv_tokens = a.kv_tokens(x, hw)
-        q = a.q(x).reshape(B, N, h, d)
-        k, v = a.kv(kv_tokens).reshape(B, -1, 2, h, d).unbind(2)
-        logits = torch.einsum('bnhd,bkhd->bhnk', q, k) / math.sqrt(d)
-        if residual_logits is not None:
-            logits = logits + residual_logits
+        logits, v = vanilla_logits_and_values(self.attn, x, hw, residual_logits)
         out = torch.einsum('bhnk,bkhd->bnhd', softmax(logits), v).reshape(B, N, C)
-        return a.proj(out), logits
+        return self.attn.proj(out), logits
 
 
 class OracleLessAttention(nn.Module):
-    """``S^l = M_Psi (S^{l-1} W_Theta^T + b_Theta)`` with dense matrices; shares weights."""
+    """``S^l = Psi(S^{l-1} W_Theta^T + b_Theta)`` written out; shares ``attn``'s weights."""
 
     def __init__(self, attn):
         super().__init__()
         self.attn = attn
 
-    def transform_logits(self, logits, hw):
-        a = self.attn
-        logits = torch.einsum('bhnk,jk->bhnj', logits, a.theta.weight) + a.theta.bias
-        return torch.einsum('hnm,bhmk->bhnk', psi_matrices(a.psi.weight, hw), logits)
-
     def forward(self, x, hw, prev_logits):
         a = self.attn
         B, N, C = x.shape
         h, d = a.num_heads, C // a.num_heads
-        logits = self.transform_logits(prev_logits, hw)
+        logits = less_attention_logits(a, prev_logits, hw)
         v = a.v(a.kv_tokens(x, hw)).reshape(B, -1, h, d)
         out = torch.einsum('bhnk,bkhd->bnhd', softmax(logits), v).reshape(B, N, C)
         return a.proj(out), logits

@@ -5,14 +5,17 @@ has the official keys (the converter tests start from it). Everything is compute
 masks built on every call, explicit scores, explicit softmax, K scaled before the product.
 
 ``oracle_model(model)`` returns an oracle copy of an ``mmvit_ext.RMT`` backbone or of a
-classifier holding one (its neck and head are kept; they are plain layers).
+classifier holding one (its neck and head are kept; they are plain layers), its weights renamed
+by the converter's reverse key map (key renaming is not part of the reference; the converter
+tests check the map against this official-layout model).
 """
 import copy
-import re
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from mmvit_ext.converters.rmt import backbone_to_official
 
 
 class DWConv2d(nn.Module):
@@ -24,6 +27,43 @@ class DWConv2d(nn.Module):
 
     def forward(self, x):  # (B, H, W, C)
         return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def rotation_tables(angle, H, W):
+    """Sines and cosines of the rotation of every token: ``(y * W + x) * angle_c`` for channel c.
+
+    Args:
+        angle (Tensor): (d) per-channel frequencies (each pair's frequency twice).
+
+    Returns:
+        tuple[Tensor]: sin, cos: (H, W, d) each.
+    """
+    index = torch.arange(H * W).to(angle)
+    theta = index[:, None] * angle[None, :]
+    return torch.sin(theta).reshape(H, W, -1), torch.cos(theta).reshape(H, W, -1)
+
+
+def decay_masks(decay, H, W, chunkwise):
+    """The log-decay added to the scores, per head n: ``decay_n * distance``.
+
+    Args:
+        decay (Tensor): (N) ``log(gamma_n)``.
+        chunkwise (bool): Masks of the two passes of the decomposed form instead of the 2-D one.
+
+    Returns:
+        Tensor | tuple[Tensor]: chunkwise: ``(mask_h (N, H, H), mask_w (N, W, W))`` over
+        ``|dy|`` and ``|dx|``; else (N, L, L) over ``|dy| + |dx|`` (tokens row-major).
+    """
+    if chunkwise:
+        ih = torch.arange(H).to(decay)
+        iw = torch.arange(W).to(decay)
+        mask_h = (ih[:, None] - ih[None, :]).abs() * decay[:, None, None]
+        mask_w = (iw[:, None] - iw[None, :]).abs() * decay[:, None, None]
+        return mask_h, mask_w
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing='ij')
+    grid = torch.stack([yy, xx], dim=-1).reshape(H * W, 2).to(decay)
+    dist = (grid[:, None, :] - grid[None, :, :]).abs().sum(-1)
+    return dist * decay[:, None, None]
 
 
 class RetNetRelPos2d(nn.Module):
@@ -40,19 +80,7 @@ class RetNetRelPos2d(nn.Module):
         self.register_buffer('decay', decay)
 
     def forward(self, H, W, chunkwise):
-        index = torch.arange(H * W).to(self.decay)
-        sin = torch.sin(index[:, None] * self.angle[None, :]).reshape(H, W, -1)
-        cos = torch.cos(index[:, None] * self.angle[None, :]).reshape(H, W, -1)
-        if chunkwise:
-            ih = torch.arange(H).to(self.decay)
-            iw = torch.arange(W).to(self.decay)
-            mask_h = (ih[:, None] - ih[None, :]).abs() * self.decay[:, None, None]
-            mask_w = (iw[:, None] - iw[None, :]).abs() * self.decay[:, None, None]
-            return (sin, cos), (mask_h, mask_w)
-        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing='ij')
-        grid = torch.stack([yy, xx], dim=-1).reshape(H * W, 2).to(self.decay)
-        dist = (grid[:, None, :] - grid[None, :, :]).abs().sum(-1)
-        return (sin, cos), dist * self.decay[:, None, None]
+        return rotation_tables(self.angle, H, W), decay_masks(self.decay, H, W, chunkwise)
 
 
 def rotate_every_two(x):
@@ -64,6 +92,49 @@ def rotate_every_two(x):
 
 def theta_shift(x, sin, cos):
     return x * cos + rotate_every_two(x) * sin
+
+
+def rotated_qk(x, q_proj, k_proj, num_heads, sin, cos, scaling):
+    """Projected and rotated queries and keys of a retention layer.
+
+    Args:
+        x (Tensor): (B, H, W, C) input.
+        q_proj, k_proj (nn.Linear): The projections, official channel order.
+        sin, cos (Tensor): (H, W, d) from :func:`rotation_tables`.
+        scaling (float): Factor of the keys (``d ** -0.5``).
+
+    Returns:
+        tuple[Tensor]: q, k: (B, N, H, W, d).
+    """
+    B, H, W, C = x.shape
+    q = q_proj(x).view(B, H, W, num_heads, -1).permute(0, 3, 1, 2, 4)
+    k = (k_proj(x) * scaling).view(B, H, W, num_heads, -1).permute(0, 3, 1, 2, 4)
+    return theta_shift(q, sin, cos), theta_shift(k, sin, cos)
+
+
+def retention_weights(q, k, mask):
+    """``softmax(q k^T + mask)`` over the keys.
+
+    Shapes: q (..., Lq, d), k (..., L, d) (already scaled), mask broadcastable to
+    (..., Lq, L) -> (..., Lq, L).
+    """
+    return torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1)
+
+
+def decomposed_retention_weights(q, k, mask_h, mask_w):
+    """Weights of the two passes of the decomposed form: inside every row (W pass), then
+    inside every column (H pass), with the same q and k.
+
+    Args:
+        q, k (Tensor): (B, N, H, W, d), k scaled.
+        mask_h, mask_w (Tensor): (N, H, H), (N, W, W) from :func:`decay_masks`.
+
+    Returns:
+        tuple[Tensor]: ``w_pass`` (B, H, N, W, W) and ``h_pass`` (B, W, N, H, H).
+    """
+    w_pass = retention_weights(q.transpose(1, 2), k.transpose(1, 2), mask_w)
+    h_pass = retention_weights(q.permute(0, 3, 1, 2, 4), k.permute(0, 3, 1, 2, 4), mask_h)
+    return w_pass, h_pass
 
 
 class _Retention(nn.Module):
@@ -80,14 +151,9 @@ class _Retention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def qkv(self, x, sin, cos):
-        B, H, W, C = x.shape
-        q = self.q_proj(x)
-        k = self.k_proj(x) * self.scaling
+        q, k = rotated_qk(x, self.q_proj, self.k_proj, self.num_heads, sin, cos, self.scaling)
         v = self.v_proj(x)
-        lepe = self.lepe(v)
-        q = q.view(B, H, W, self.num_heads, self.head_dim).permute(0, 3, 1, 2, 4)
-        k = k.view(B, H, W, self.num_heads, self.head_dim).permute(0, 3, 1, 2, 4)
-        return theta_shift(q, sin, cos), theta_shift(k, sin, cos), v, lepe
+        return q, k, v, self.lepe(v)
 
 
 class VisionRetentionChunk(_Retention):
@@ -98,12 +164,9 @@ class VisionRetentionChunk(_Retention):
         (sin, cos), (mask_h, mask_w) = rel_pos
         q, k, v, lepe = self.qkv(x, sin, cos)  # q, k: (B, N, H, W, d)
         v = v.view(B, H, W, self.num_heads, self.head_dim).permute(0, 1, 3, 2, 4)  # B,H,N,W,d
-        qw, kw = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, N, W, d)
-        scores_w = qw @ kw.transpose(-1, -2) + mask_w  # (B, H, N, W, W)
-        v1 = torch.softmax(scores_w, dim=-1) @ v  # (B, H, N, W, d)
-        qh, kh = q.permute(0, 3, 1, 2, 4), k.permute(0, 3, 1, 2, 4)  # (B, W, N, H, d)
-        scores_h = qh @ kh.transpose(-1, -2) + mask_h  # (B, W, N, H, H)
-        out = torch.softmax(scores_h, dim=-1) @ v1.permute(0, 3, 2, 1, 4)  # (B, W, N, H, d)
+        w_pass, h_pass = decomposed_retention_weights(q, k, mask_h, mask_w)
+        v1 = w_pass @ v  # (B, H, N, W, d)
+        out = h_pass @ v1.permute(0, 3, 2, 1, 4)  # (B, W, N, H, d)
         out = out.permute(0, 3, 1, 2, 4).reshape(B, H, W, C)
         return self.out_proj(out + lepe)
 
@@ -118,8 +181,7 @@ class VisionRetentionAll(_Retention):
         q = q.flatten(2, 3)  # (B, N, L, d)
         k = k.flatten(2, 3)
         v = v.view(B, H * W, self.num_heads, self.head_dim).transpose(1, 2)
-        scores = q @ k.transpose(-1, -2) + mask  # (B, N, L, L)
-        out = torch.softmax(scores, dim=-1) @ v  # (B, N, L, d)
+        out = retention_weights(q, k, mask) @ v  # (B, N, L, d)
         out = out.transpose(1, 2).reshape(B, H, W, C)
         return self.out_proj(out + lepe)
 
@@ -278,46 +340,6 @@ class VisRetNet(nn.Module):
         return self.head(z.mean(-1))
 
 
-# Our key -> official key, written independently of the converter (the converter tests check
-# the forward direction against this oracle).
-_OURS_TO_OFFICIAL = [
-    (r'patch_embed\.(\d+)\.(.+)', r'patch_embed.proj.\1.\2'),
-    (r'stages\.(\d+)\.downsample\.conv\.(.+)',
-     lambda m: f'layers.{int(m.group(1)) - 1}.downsample.reduction.{m.group(2)}'),
-    (r'stages\.(\d+)\.downsample\.norm\.(.+)',
-     lambda m: f'layers.{int(m.group(1)) - 1}.downsample.norm.{m.group(2)}'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.cpe\.proj\.(.+)', r'layers.\1.blocks.\2.pos.conv.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.norm1\.(.+)',
-     r'layers.\1.blocks.\2.retention_layer_norm.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.norm2\.(.+)', r'layers.\1.blocks.\2.final_layer_norm.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.attn\.lce\.(.+)',
-     r'layers.\1.blocks.\2.retention.lepe.conv.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.attn\.(.+)', r'layers.\1.blocks.\2.retention.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ffn\.dwconv\.proj\.(.+)',
-     r'layers.\1.blocks.\2.ffn.dwconv.conv.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ffn\.(.+)', r'layers.\1.blocks.\2.ffn.\3'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ls1\.weight', r'layers.\1.blocks.\2.gamma_1'),
-    (r'stages\.(\d+)\.blocks\.(\d+)\.ls2\.weight', r'layers.\1.blocks.\2.gamma_2'),
-    (r'out_norms\.(\d+)\.(.+)', r'extra_norms.\1.\2'),
-]
-
-
-def ours_to_official(state_dict):
-    """Map an ``mmvit_ext.RMT`` state_dict to official backbone keys."""
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in _OURS_TO_OFFICIAL:
-            if re.fullmatch(pattern, key):
-                new_key = re.sub(pattern, repl, key)
-                if new_key.endswith(('gamma_1', 'gamma_2')):
-                    value = value.view(1, 1, 1, -1)
-                out[new_key] = value
-                break
-        else:
-            raise KeyError(f'oracle: no official name for {key}')
-    return out
-
-
 class OracleBackbone(nn.Module):
     """The official-layout network standing in for an ``mmvit_ext.RMT`` backbone."""
 
@@ -327,7 +349,7 @@ class OracleBackbone(nn.Module):
                              num_classes=None, out_indices=backbone.out_indices,
                              extra_norms=backbone.out_norms is not None)
         missing, unexpected = self.net.load_state_dict(
-            ours_to_official(backbone.state_dict()), strict=False)
+            backbone_to_official(backbone.state_dict()), strict=False)
         # Only the derived Relpos buffers are not in our state_dict.
         assert not unexpected and all('Relpos' in k for k in missing), (missing, unexpected)
         out_norms = backbone.out_norms

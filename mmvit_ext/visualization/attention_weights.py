@@ -2,37 +2,35 @@
 
 The production modules never form their weights (they run fused
 ``scaled_dot_product_attention`` or factorised products); these functions compute them
-explicitly, with dense scores and an explicit softmax, from a module's input and its own
-parameters, independently of the module's fast code path. Each family's ``<family>_weights``
-(named in its registration, ``AttentionRecording.weights``) computes them for the inputs that
+explicitly, from a module's input and its own parameters, with the plain reference code of
+:mod:`mmvit_ext.oracles` (each formula lives there once), independently of the module's fast
+code path. What is added here is only what drawing needs: one query's row, the RMT prior
+around the query, the effective map of decomposed MaSA, the Group-Mix weights of the
+factorised term, the similarity of two layers' maps. Each family's ``<family>_weights`` (named
+in its registration, ``AttentionRecording.weights``) computes them for the inputs that
 :mod:`.recorder` records during a normal forward.
 
 Shape conventions: ``B`` batch, tokens row-major (``L = H * W``); ``query=(y, x)`` restricts
 the queries to one token (``Lq = 1``), otherwise ``Lq = L``. All functions expect eval-mode
 modules (their norms use running statistics).
 """
-import math
-
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmvit_ext.oracles import groupmixformer as group_mix_oracle
+from mmvit_ext.oracles import lavit as lavit_oracle
+from mmvit_ext.oracles import pale as pale_oracle
+from mmvit_ext.oracles import rmt as rmt_oracle
 
-def _query_rows(t, query):
-    """Tokens ``t`` (B, H, W, ...) -> (B, Lq, ...) with ``Lq = 1`` for ``query=(y, x)``."""
+
+def _query_rows(query, width):
+    """The rows of the row-major tokens of a map ``width`` wide that ``query`` selects: all
+    (``query=None``), or the one of token ``(y, x)``, kept as a dimension."""
     if query is None:
-        return t.flatten(1, 2)
-    y, x = query
-    return t[:, y, x][:, None]
-
-
-def manhattan_distance(hw, device=None):
-    """(L, L) Manhattan distances ``|dy| + |dx|`` between the tokens of an (H, W) grid."""
-    H, W = hw
-    ys, xs = torch.meshgrid(torch.arange(H, device=device), torch.arange(W, device=device),
-                            indexing='ij')
-    grid = torch.stack([ys.flatten(), xs.flatten()], dim=-1)
-    return (grid[:, None] - grid[None]).abs().sum(-1)
+        return slice(None)
+    index = query[0] * width + query[1]
+    return slice(index, index + 1)
 
 
 # -- RMT: Manhattan self-attention --------------------------------------------------------------
@@ -41,21 +39,12 @@ def rmt_rotated_qk(attn, rel_pos, x):
 
     ``q = x W_q^T + b_q`` (same for k) per head, each channel pair rotated by the angle
     ``(y * W + x) * freq_j`` of its raster index (``rel_pos``: the stage's
-    ``ManhattanRelPos``). Returns q, k: (B, H, W, N, d).
+    ``ManhattanRelPos``), by :func:`mmvit_ext.oracles.rmt.rotated_qk`. Returns q, k:
+    (B, N, H, W, d), k not scaled.
     """
-    B, H, W, _ = x.shape
-    N, d = attn.num_heads, attn.head_dims
-    q, k = (F.linear(x, p.weight, p.bias).reshape(B, H, W, N, d)
-            for p in (attn.q_proj, attn.k_proj))
-    freqs = rel_pos.angle[0::2].to(x)                                   # (d / 2)
-    index = torch.arange(H * W, device=x.device, dtype=x.dtype).reshape(H, W, 1, 1)
-    cos, sin = torch.cos(index * freqs), torch.sin(index * freqs)       # (H, W, 1, d / 2)
-
-    def rotate(t):
-        even, odd = t[..., 0::2], t[..., 1::2]
-        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], -1).flatten(-2)
-
-    return rotate(q), rotate(k)
+    _, H, W, _ = x.shape
+    sin, cos = rmt_oracle.rotation_tables(rel_pos.angle.to(x), H, W)
+    return rmt_oracle.rotated_qk(x, attn.q_proj, attn.k_proj, attn.num_heads, sin, cos, 1.)
 
 
 def manhattan_prior(decay, hw, query):
@@ -68,8 +57,8 @@ def manhattan_prior(decay, hw, query):
     Returns:
         Tensor: (N, H, W), 1 at the query.
     """
-    H, W = hw
-    dist = manhattan_distance(hw, decay.device)[query[0] * W + query[1]].view(H, W)
+    ys, xs = (torch.arange(n, device=decay.device) for n in hw)
+    dist = (ys - query[0]).abs()[:, None] + (xs - query[1]).abs()[None]    # (H, W)
     return torch.exp(decay[:, None, None] * dist)
 
 
@@ -80,20 +69,17 @@ def manhattan_attention_weights(q, k, decay, scale, query=None, with_prior=True)
     baseline the prior is compared with).
 
     Args:
-        q, k (Tensor): (B, H, W, N, d), rotated (:func:`rmt_rotated_qk`).
+        q, k (Tensor): (B, N, H, W, d), rotated (:func:`rmt_rotated_qk`).
         decay (Tensor): (N,) log-decays. scale (float): ``d ** -0.5``.
 
     Returns:
         Tensor: (B, N, Lq, L), rows sum to 1.
     """
-    B, H, W, N, _ = q.shape
-    scores = torch.einsum('bqnd,bknd->bnqk', _query_rows(q, query), k.flatten(1, 2)) * scale
-    if with_prior:
-        dist = manhattan_distance((H, W), q.device).to(q.dtype)
-        if query is not None:
-            dist = dist[query[0] * W + query[1]][None]
-        scores = scores + decay.to(q.dtype)[:, None, None] * dist
-    return scores.softmax(dim=-1)
+    _, _, H, W, _ = q.shape
+    rows = _query_rows(query, W)
+    mask = rmt_oracle.decay_masks(decay, H, W, chunkwise=False)[:, rows] if with_prior else 0.
+    return rmt_oracle.retention_weights(q.flatten(2, 3)[:, :, rows], k.flatten(2, 3) * scale,
+                                        mask)
 
 
 def decomposed_manhattan_attention_weights(q, k, decay, scale):
@@ -103,19 +89,15 @@ def decomposed_manhattan_attention_weights(q, k, decay, scale):
     every column, with the same q and k: ``softmax(q k^T * scale + log(gamma_n) |dy|)``.
 
     Args:
-        q, k (Tensor): (B, H, W, N, d), rotated. decay (Tensor): (N,). scale (float).
+        q, k (Tensor): (B, N, H, W, d), rotated. decay (Tensor): (N,). scale (float).
 
     Returns:
         tuple[Tensor]: ``w_pass`` (B, H, N, W, W) (row y: query column x over key column x')
         and ``h_pass`` (B, W, N, H, H) (column x: query row y over key row y').
     """
-    _, H, W, _, _ = q.shape
-    decay = decay.to(q.dtype)[:, None, None]
-    dist_w = (torch.arange(W, device=q.device)[:, None] - torch.arange(W, device=q.device)).abs()
-    dist_h = (torch.arange(H, device=q.device)[:, None] - torch.arange(H, device=q.device)).abs()
-    w_pass = torch.einsum('byqnd,byknd->bynqk', q, k) * scale + decay * dist_w.to(q.dtype)
-    h_pass = torch.einsum('bqxnd,bkxnd->bxnqk', q, k) * scale + decay * dist_h.to(q.dtype)
-    return w_pass.softmax(dim=-1), h_pass.softmax(dim=-1)
+    _, _, H, W, _ = q.shape
+    mask_h, mask_w = rmt_oracle.decay_masks(decay, H, W, chunkwise=True)
+    return rmt_oracle.decomposed_retention_weights(q, k * scale, mask_h, mask_w)
 
 
 def decomposed_effective_weights(w_pass, h_pass, query):
@@ -154,50 +136,34 @@ def rmt_weights(record, query=None):
 
 
 # -- Pale-shaped attention ----------------------------------------------------------------------
-def interlaced_group_mask(side, pale_size, device=None):
-    """(side, side) bool: indices in the same interlaced group, i.e. equal modulo
-    ``ceil(side / min(pale_size, side))``."""
-    groups = math.ceil(side / min(pale_size, side))
-    index = torch.arange(side, device=device)
-    return index[:, None] % groups == index[None] % groups
-
-
 def pale_qk(attn, x):
-    """q and k maps (B, H, W, C) of a PaleShapedAttention for its input ``x`` (B, H, W, C)."""
+    """q and k maps (B, C, H, W) of a PaleShapedAttention for its input ``x`` (B, H, W, C)."""
     nchw = x.permute(0, 3, 1, 2)
-    return tuple(branch(nchw).permute(0, 2, 3, 1) for branch in (attn.q, attn.k))
+    return attn.q(nchw), attn.k(nchw)
 
 
 def pale_attention_weights(q, k, num_heads, pale_size, query=None):
-    """PS-Attention weights as masked full attention.
+    """PS-Attention weights as masked full attention (:mod:`mmvit_ext.oracles.pale`).
 
     The first C/2 channels (``num_heads / 2`` heads) attend inside the query's interlaced row
     group, the last C/2 inside its column group: ``softmax(q k^T / sqrt(d))`` over the allowed
     tokens, 0 elsewhere.
 
     Args:
-        q, k (Tensor): (B, H, W, C) (:func:`pale_qk`). num_heads (int): all heads.
+        q, k (Tensor): (B, C, H, W) (:func:`pale_qk`). num_heads (int): all heads.
         pale_size (tuple): (s_r, s_c).
 
     Returns:
         tuple[Tensor]: ``row``, ``column``: (B, num_heads / 2, Lq, L) each, rows sum to 1.
     """
-    B, H, W, C = q.shape
-    heads, d = num_heads // 2, C // num_heads
-    ys = torch.arange(H, device=q.device).repeat_interleave(W)
-    xs = torch.arange(W, device=q.device).repeat(H)
-    allowed = [interlaced_group_mask(H, pale_size[0], q.device)[ys][:, ys],
-               interlaced_group_mask(W, pale_size[1], q.device)[xs][:, xs]]
-    if query is not None:
-        allowed = [a[query[0] * W + query[1]][None] for a in allowed]
-    q_rows = _query_rows(q, query).unflatten(-1, (2, heads, d))
-    k_all = k.flatten(1, 2).unflatten(-1, (2, heads, d))
-    out = []
-    for branch, mask in enumerate(allowed):
-        scores = torch.einsum('bqhd,bkhd->bhqk', q_rows[:, :, branch], k_all[:, :, branch])
-        scores = (scores / math.sqrt(d)).masked_fill(~mask, float('-inf'))
-        out.append(scores.softmax(dim=-1))
-    return tuple(out)
+    _, _, H, W = q.shape
+    rows = _query_rows(query, W)
+    branches = zip(pale_oracle.branch_tokens(q, num_heads),
+                   pale_oracle.branch_tokens(k, num_heads),
+                   pale_oracle.allowed_pairs(H, W, pale_size, q.device))
+    return tuple(
+        pale_oracle.masked_attention_weights(q_branch[:, :, rows], k_branch, allowed[rows])
+        for q_branch, k_branch, allowed in branches)
 
 
 def pale_weights(record, query=None):
@@ -210,39 +176,32 @@ def pale_weights(record, query=None):
 
 # -- Group-Mix attention ------------------------------------------------------------------------
 def group_mix_proxies(attn, x):
-    """q, k and v of the four attention segments of a GroupMixAttention, plain formula.
+    """q, k and v of the four attention segments of a GroupMixAttention, by the official code.
 
     ``[q | k | v] = x W^T + b`` (each C wide, five segments of ``s = C / 5``); segment 0 is the
     tokens themselves, segments 1-3 the group proxies: depth-wise kxk (k = 3, 5, 7; the same
     taps for q, k and v) then point-wise conv; then BatchNorm (running statistics) and
-    Hardswish. Segment 4 (the non-attention branch) is not attention and is left out.
+    Hardswish. Segment 4 (the non-attention branch) is not attention and is left out. The
+    official-layout copy of the module (``OracleGroupMixAttention`` of
+    :mod:`mmvit_ext.oracles.groupmixformer`) computes them.
 
     Args:
         x (Tensor): (B, H, W, C) input of the module.
 
     Returns:
-        tuple[Tensor]: q, k, v of shape (B, 4, L, s) (segment-major; two heads per segment).
+        tuple[Tensor]: q, k, v of shape (B, 8, L, d), ``d = s / 2`` (segment-major: heads 2i
+        and 2i + 1 are segment i).
     """
     B, H, W, C = x.shape
-    agg = attn.aggregator
-    s = C // 5
-    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias).reshape(B, H, W, 3, 5, s)
-    segments = []
-    for i in range(4):
-        t = qkv[..., i, :].permute(0, 3, 4, 1, 2).reshape(B * 3, s, H, W)
-        if i > 0:
-            dw = agg.local_dw[i - 1].weight
-            t = F.conv2d(t, dw, padding=dw.shape[-1] // 2, groups=s)
-            t = F.conv2d(t, agg.local_pw[i - 1].weight)
-        segments.append(t)
-    norm = agg.norm
+    norm = attn.aggregator.norm
     if not isinstance(norm, _BatchNorm):
         raise TypeError(f'group_mix_proxies computes BatchNorm aggregators (the official '
                         f'design); this one has {type(norm).__name__}.')
-    t = F.batch_norm(torch.cat(segments, dim=1), norm.running_mean, norm.running_var,
-                     norm.weight, norm.bias, False, 0., norm.eps)
-    t = F.hardswish(t).reshape(B, 3, 4, s, H * W).permute(1, 0, 2, 4, 3)
-    return t.unbind(0)
+    with torch.random.fork_rng(devices=()):  # building the copy draws (discarded) init weights
+        official = group_mix_oracle.OracleGroupMixAttention(attn)
+    official = official.to(x).eval()
+    q, k, v, _ = official.att.proxies(x.reshape(B, H * W, C), (H, W))
+    return q, k, v
 
 
 def group_mix_attention_weights(q, k, scale, query=None):
@@ -255,17 +214,14 @@ def group_mix_attention_weights(q, k, scale, query=None):
     themselves are linear in q and can be negative.
 
     Args:
-        q, k (Tensor): (B, 4, L, s) (:func:`group_mix_proxies`), ``s = 2 d``.
+        q, k (Tensor): (B, 8, L, d) (:func:`group_mix_proxies`).
         scale (float): The module's ``scale``.
         query (int, optional): Token index of the query (``y * W + x``).
 
     Returns:
         tuple[Tensor]: ``weights`` (B, 8, Lq, L) and ``key_softmax`` (B, 8, L, d).
     """
-    B, S, L, s = q.shape
-    d = s // 2
-    q = q.reshape(B, S, L, 2, d).transpose(2, 3).reshape(B, 2 * S, L, d)
-    key_softmax = k.softmax(dim=2).reshape(B, S, L, 2, d).transpose(2, 3).reshape(B, 2 * S, L, d)
+    key_softmax = k.softmax(dim=2)
     if query is not None:
         q = q[:, :, query:query + 1]
     return scale * q @ key_softmax.transpose(-2, -1), key_softmax
@@ -281,37 +237,10 @@ def group_mix_weights(record, query=None):
 
 
 # -- LaViT: vanilla and less attention ----------------------------------------------------------
-def lavit_key_value_tokens(attn, x, hw):
-    """The pooled key/value tokens of a LaViT attention layer: adaptive average pooling to the
-    ``P x P`` grid, 1x1 conv, LayerNorm, GELU. x: (B, L, C) -> (B, P * P, C)."""
-    kv = attn.kv_tokens
-    B, L, C = x.shape
-    t = F.adaptive_avg_pool2d(x.transpose(1, 2).reshape(B, C, *hw), kv.pool_size)
-    t = F.conv2d(t, kv.sr.weight, kv.sr.bias).flatten(2).transpose(1, 2)
-    return F.gelu(F.layer_norm(t, (C, ), kv.norm.weight, kv.norm.bias, kv.norm.eps))
-
-
 def vanilla_attention_logits(attn, x, hw, residual_logits=None):
-    """Logits of a LaViT VanillaAttention: ``q k^T / sqrt(d) [+ residual]`` -> (B, h, L, K)."""
-    B, L, C = x.shape
-    h, d = attn.num_heads, C // attn.num_heads
-    q = F.linear(x, attn.q.weight, attn.q.bias).reshape(B, L, h, d)
-    k = F.linear(lavit_key_value_tokens(attn, x, hw), attn.kv.weight[:C], attn.kv.bias[:C])
-    logits = torch.einsum('bnhd,bkhd->bhnk', q, k.reshape(B, -1, h, d)) / math.sqrt(d)
-    return logits if residual_logits is None else logits + residual_logits
-
-
-def less_attention_logits(attn, prev_logits, hw):
-    """Logits of a LaViT LessAttention: ``Psi(Theta(S_prev))`` -> (B, h, L, K).
-
-    Theta: ``Linear(K, K)`` over the keys; Psi: per head a 3x3 convolution (zero padding) over
-    the query grid, the same for every key.
-    """
-    B, h, L, K = prev_logits.shape
-    t = F.linear(prev_logits, attn.theta.weight, attn.theta.bias)
-    t = t.reshape(B, h, *hw, K).permute(0, 4, 1, 2, 3).reshape(B * K, h, *hw)
-    t = F.conv2d(t, attn.psi.weight, padding=1, groups=h)
-    return t.reshape(B, K, h, L).permute(0, 2, 3, 1)
+    """Logits of a LaViT VanillaAttention: ``q k^T / sqrt(d) [+ residual]`` -> (B, h, L, K)
+    (:func:`mmvit_ext.oracles.lavit.vanilla_logits_and_values`)."""
+    return lavit_oracle.vanilla_logits_and_values(attn, x, hw, residual_logits)[0]
 
 
 def lavit_weights(record, query=None):
@@ -321,7 +250,7 @@ def lavit_weights(record, query=None):
     if record.kind == 'lavit_va':
         logits = vanilla_attention_logits(m, inputs['x'], hw, inputs.get('residual_logits'))
     else:
-        logits = less_attention_logits(m, inputs['prev_logits'], hw)
+        logits = lavit_oracle.less_attention_logits(m, inputs['prev_logits'], hw)
     if query is not None:
         logits = logits[:, :, query[0] * hw[1] + query[1]][:, :, None]
     return dict(attention=logits.softmax(dim=-1), logits=logits)

@@ -25,6 +25,7 @@ import torch
 
 from mmvit_ext.models.families import resolve
 from mmvit_ext.models.losses.diagonality_loss import diagonality_loss
+from mmvit_ext.oracles import pale as pale_oracle
 from . import attention_weights as aw
 from .figures import Panel, draw_curves, draw_grid
 
@@ -106,8 +107,8 @@ def pale_figures(record, token, heads, path, title, image, marker, extent):
     half = record.num_heads // 2
     weights = record.weights(query=token)
     s_r, s_c = record.module.pale_size
-    groups = (aw.interlaced_group_mask(H, s_r)[token[0]][:, None].expand(H, W),
-              aw.interlaced_group_mask(W, s_c)[token[1]][None].expand(H, W))
+    groups = (pale_oracle.interlaced_group_mask(H, s_r)[token[0]][:, None].expand(H, W),
+              pale_oracle.interlaced_group_mask(W, s_c)[token[1]][None].expand(H, W))
     rows = []
     for branch, name in enumerate(('row', 'column')):
         row = [Panel(f'{name} group of the query', _np(groups[branch].float()), extent, vmin=0.,
