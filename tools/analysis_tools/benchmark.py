@@ -41,8 +41,9 @@ The compared models run interleaved (A, B, A, B, ...) so machine noise hits them
 * ``--oracle``: the copy of the model from ``mmvit_ext.oracles.oracle_for`` (same weights);
   the max abs difference of the outputs is printed per size (random-input modes);
 * ``--fuse``: the model runs through ``mmvit_ext.fuse_for_cpu_inference`` (``auto``, the
-  default: on the CPU in fp32 where the model has fusable blocks, i.e. RMT and GroupMixFormer),
-  and the unfused model is timed beside it as ``plain``;
+  default: on the CPU in fp32 where the model has fusable blocks, i.e. RMT and GroupMixFormer;
+  the fused kernels are fp32 only, so ``--fuse on --amp`` is refused), and the unfused model is
+  timed beside it as ``plain``;
 * ``--baseline-cfg-options``: a second model built from the config (or ``--baseline-config``)
   with these overrides applied after ``--cfg-options`` (e.g. ``model.backbone.attn_type=global``);
 * ``--attention-kernel`` / ``--baseline-attention-kernel``: how the softmax attentions of the
@@ -67,7 +68,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmvit_ext.analysis.benchmarking import CpuPeakMemory, CudaPeakMemory, Runner, \
     TrainRunner, WholeModelRunner, benchmark, benchmark_cases  # noqa: E402
 from mmvit_ext.models.layers.attention_ops import KERNELS  # noqa: E402
-from mmvit_ext.utils.cli import backbone_of  # noqa: E402
+from mmvit_ext.utils.cli import backbone_of, use_fused_inference  # noqa: E402
 from mmvit_ext.utils.config import build_from_config, load_config, \
     register_modules  # noqa: E402
 
@@ -246,6 +247,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    fuse_wanted = not args.train and use_fused_inference(args.fuse, device.type, args.amp)
 
     cfg = load_config(args.config, args.cfg_options)
     baseline_cfg = None
@@ -277,8 +279,7 @@ def main(argv=None):
             module, kind = build_benchmarked_module(cfg, args.backbone_only)
             make = lambda name, m: Runner(name, m, device, args.amp)  # noqa
         runners = [make('model', module)]
-        fuse = args.fuse == 'on' or (args.fuse == 'auto' and device.type == 'cpu'
-                                     and not args.amp and can_fuse(module))
+        fuse = fuse_wanted and (args.fuse == 'on' or can_fuse(module))
         if fuse:
             runners.append(make('plain', copy.deepcopy(module)))
         if args.oracle:
