@@ -24,6 +24,19 @@ def run_tool(args, cwd, timeout=1200, env=None):
     return proc
 
 
+def randomized(module, seed=0):
+    """Random weights and BN statistics: outputs that depend on every parameter."""
+    import torch
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if tensor.is_floating_point() and 'running_var' in name:
+                tensor.uniform_(0.5, 1.5)
+            elif tensor.is_floating_point() and tensor.numel() > 1:
+                tensor.normal_(0, 0.2)
+    return module
+
+
 @pytest.fixture(scope='session')
 def demo_root(tmp_path_factory):
     """A working directory with the demo datasets at ``data/demo`` (the configs' default)."""

@@ -1,4 +1,5 @@
-"""tools/analysis_tools/get_flops.py and benchmark.py on a tiny attention backbone.
+"""tools/analysis_tools/get_flops.py and benchmark.py (and the package's counter and runners
+they use, mmvit_ext.analysis) on a tiny attention backbone.
 
 The tools run as subprocesses on configs written to tmp_path; the configs import a tiny
 backbone module (also written there) through ``custom_imports``. FLOP expectations are derived
@@ -16,6 +17,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from mmvit_ext.analysis import CpuPeakMemory, Runner, benchmark, count_flops
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO_ROOT, 'tools', 'analysis_tools')
@@ -195,7 +198,7 @@ class _Ops(nn.Module):
 
 
 def flops_of(op, *inputs):
-    return load_tool('get_flops').count_flops(_Ops(op), inputs)
+    return count_flops(_Ops(op), inputs)
 
 
 def test_sdpa_handle_counts_both_matmuls():
@@ -319,23 +322,22 @@ def _tiny_backbone(workdir):
 
 
 def test_benchmark_oracle_comparison(workdir):
-    benchmark = load_tool('benchmark')
     model = _tiny_backbone(workdir)
     oracle = copy.deepcopy(model)
     for module in oracle.modules():
         if hasattr(module, 'plain'):
             module.plain = True
     cpu = torch.device('cpu')
-    runners = [benchmark.Runner('model', model, cpu, False),
-               benchmark.Runner('oracle', oracle, cpu, False)]
-    results, diffs = benchmark.benchmark(runners, [16, 24], 2, 2, 1, cpu,
-                                         benchmark.CpuPeakMemory(), check_against='oracle')
+    runners = [Runner('model', model, cpu, False), Runner('oracle', oracle, cpu, False)]
+    results, diffs = benchmark(runners, [16, 24], 2, 2, 1, cpu, CpuPeakMemory(),
+                               check_against='oracle')
     assert set(diffs) == {16, 24} and max(diffs.values()) < 1e-5
     for size in (16, 24):  # raw figures: img/s is the batch over the median latency
         for res in results[size].values():
             assert res['ips'] == pytest.approx(2 / (res['ms'] / 1e3), rel=1e-9)
             assert res['peak_mb'] is None or res['peak_mb'] >= 0
-    report = benchmark.format_report(['model', 'oracle'], [16, 24], results, diffs)
+    report = load_tool('benchmark').format_report(['model', 'oracle'], [16, 24], results,
+                                                  diffs)
     assert 'model vs oracle' in report and 'maxdiff' in report
     ratio = results[16]['model']['ips'] / results[16]['oracle']['ips']
     row = next(line for line in report.splitlines() if line.strip().startswith('16 |'))
@@ -343,8 +345,7 @@ def test_benchmark_oracle_comparison(workdir):
 
     with torch.no_grad():  # a wrong oracle must show up in maxdiff
         oracle.stages[1].blocks[0].proj.bias.add_(1.0)
-    _, diffs = benchmark.benchmark(runners, [16], 1, 1, 0, cpu, benchmark.CpuPeakMemory(),
-                                   check_against='oracle')
+    _, diffs = benchmark(runners, [16], 1, 1, 0, cpu, CpuPeakMemory(), check_against='oracle')
     assert diffs[16] > 0.5
 
 
@@ -355,7 +356,7 @@ def test_benchmark_oracle_missing_is_a_clear_error(workdir):
 
 
 def test_cpu_peak_memory_sees_a_known_allocation():
-    memory = load_tool('benchmark').CpuPeakMemory()
+    memory = CpuPeakMemory()
     if memory.reason:
         pytest.skip(memory.reason)
     nbytes = 64 * 2**20

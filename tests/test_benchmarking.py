@@ -295,3 +295,87 @@ def test_plot_speed_from_benchmark_output(tmp_path):
     png = tmp_path / 'speed.png'
     plot.main(['speed', *map(str, outputs), '--metric', 'peak_mb', '--out', str(png)])
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+# -- backbone_table.py ---------------------------------------------------------------------------
+BACKBONE_TABLE = osp.join(TOOLS, 'backbone_table.py')
+
+
+def _markdown_rows(table):
+    """{first cell: cells} of the Markdown table rows, and the header's cells."""
+    lines = [line for line in table.splitlines() if line.startswith('| ')]
+    split = [[cell.strip() for cell in line.strip().strip('|').split('|')] for line in lines]
+    return {cells[0]: cells for cells in split[1:]}, split[0]
+
+
+@pytest.mark.slow
+def test_backbone_table_smoke_run(tmp_path):
+    """Three rows (ours with and without fusable blocks, a peer from mmpretrain's configs) on
+    small inputs: the table, the JSON and the plot hold the same figures."""
+    out = tmp_path / 'table'
+    printed = check(run_tool([BACKBONE_TABLE, '--models', 'RMT-S', 'LaViT-S', 'ResNet-50',
+                              '--size', '64', '--dense-size', '64', '96', '--batch', '2',
+                              '--repeat', '1', '--warmup', '0', '--threads', '1', '--device',
+                              'cpu', '--out', str(out)], tmp_path))
+    table = (tmp_path / 'table.md').read_text()
+    assert table.strip() in printed
+    assert 'torch threads' in table.splitlines()[0] and '1 torch threads' in table
+    with open('/proc/cpuinfo') as f:
+        cpu = next((line.split(':', 1)[1].strip() for line in f
+                    if line.startswith('model name')), None)
+    assert cpu is None or cpu in table.splitlines()[0]
+    rows, header = _markdown_rows(table)
+    assert list(rows) == ['RMT-S', 'LaViT-S', 'ResNet-50']
+    assert len(header) == 13 and all(len(cells) == 13 for cells in rows.values())
+    column = {name: i for i, name in enumerate(header)}
+    assert rows['RMT-S'][column['ImageNet top-1']] == '84.1 (paper)'  # our metafile
+    assert rows['LaViT-S'][column['ImageNet top-1']] == '-'  # none published
+    assert rows['ResNet-50'][column['ImageNet top-1']] == '76.55'  # mmpretrain's metafile
+    assert [rows[n][column['CPU fp32 fused img/s']] for n in ('LaViT-S', 'ResNet-50')] == \
+        ['-', '-']
+
+    report = json.loads((tmp_path / 'table.json').read_text())
+    assert report['settings'] == dict(size=64, dense_size=[64, 96], batch=2, dense_batch=1,
+                                      repeat=1, warmup=0)
+    by_name = {row['name']: row for row in report['rows']}
+    assert by_name['RMT-S']['params'] == 26967240  # the metafile's, counted the same way
+    for name, cells in rows.items():
+        row = by_name[name]
+        assert cells[column['params (M)']] == f'{row["params"] / 1e6:.2f}'
+        assert cells[column['FLOPs (G)']] == f'{row["flops"] / 1e9:.2f}'
+        figures = dict(row['cpu_inference'], train=row['train'],
+                       dense=row['dense_inference'], dense_train=row['dense_train'])
+        for key, res in figures.items():
+            if res is None:
+                assert key == 'fused' and name != 'RMT-S'
+                continue
+            images = 1 if key.startswith('dense') else 2
+            assert res['ips'] == pytest.approx(images / (res['ms'] / 1e3)), (name, key)
+        assert cells[column['CPU fp32 img/s']] == f'{row["cpu_inference"]["fp32"]["ips"]:.1f}'
+        assert cells[column['CPU bf16 img/s']] == f'{row["cpu_inference"]["bf16"]["ips"]:.1f}'
+        assert cells[column['64x96 train ms']] == f'{row["dense_train"]["ms"]:.1f}'
+        for key in ('train', 'dense_train'):  # the backward allocates
+            assert row[key]['peak_mb'] is None or row[key]['peak_mb'] > 0
+    assert rows['RMT-S'][column['CPU fp32 fused img/s']] == \
+        f'{by_name["RMT-S"]["cpu_inference"]["fused"]["ips"]:.1f}'
+    assert (tmp_path / 'table.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--models', 'RMT-X'], 'unknown RMT-X; the rows are RMT-S, GroupMixFormer-S'),
+    (['--size', '64'], 'at least 224 for Swin-T; raise them, or leave Swin-T out'),
+    (['--models', 'RMT-S', '--batch', '1'], '--batch must be at least 2'),
+    (['--quick', '--models', 'RMT-S', '--repeat', '0'], '--repeat and --threads must be >= 1'),
+])
+def test_backbone_table_refuses_bad_options(args, message, capsys):
+    with pytest.raises(SystemExit):
+        load_tool('backbone_table').parse_args(args)
+    assert message in capsys.readouterr().err
+
+
+def test_backbone_table_quick_settings_yield_to_explicit_options():
+    args = load_tool('backbone_table').parse_args(['--quick', '--size', '256'])
+    assert (args.size, args.dense_size, args.batch, args.repeat) == (256, (224, 224), 2, 1)
+    assert [spec[0] for spec in args.models] == ['RMT-S', 'GroupMixFormer-S', 'Pale-T',
+                                                 'LaViT-S', 'Swin-T', 'ConvNeXt-T',
+                                                 'ResNet-50']

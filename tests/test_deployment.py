@@ -10,7 +10,7 @@ from mmvit_ext.deployment import (SizeConstraintError, build_deployable, check_s
                                   verify_onnx)
 from mmvit_ext.checkpoint import save_checkpoint_file
 from mmvit_ext.models.families import families
-from tests.conftest import DEMO, REPO, check, run_tool
+from tests.conftest import DEMO, REPO, check, randomized, run_tool
 
 FAMILIES = [family.name for family in families()]
 TOOL = osp.join(REPO, 'tools', 'deployment', 'pytorch2onnx.py')
@@ -19,18 +19,6 @@ ALL_STAGES = dict(backbone=dict(out_indices=(0, 1, 2, 3)))
 
 def demo_config(family):
     return osp.join(DEMO, f'{family}-nano_1xb32_demo-cls.py')
-
-
-def randomized(module, seed=0):
-    """Random weights and BN statistics: outputs that depend on every parameter."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
-            if tensor.is_floating_point() and 'running_var' in name:
-                tensor.uniform_(0.5, 1.5)
-            elif tensor.is_floating_point() and tensor.numel() > 1:
-                tensor.normal_(0, 0.2)
-    return module
 
 
 # -- half precision ----------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Pale Transformer: PS-Attention against the masked full-attention oracle (spec pale.md section
 7), the interlaced grouping, sizes against the paper, and the standard backbone API."""
-import importlib.util
 import math
 import os.path as osp
 
@@ -121,26 +120,18 @@ def test_padded_keys_take_no_weight():
     torch.testing.assert_close(out, torch.ones_like(out))
 
 
-# -- sizes against the paper (spec section 4), counted by tools/analysis_tools/get_flops.py --
-def load_get_flops():
-    path = osp.join(REPO, 'tools', 'analysis_tools', 'get_flops.py')
-    spec = importlib.util.spec_from_file_location('get_flops', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+# -- sizes against the paper (spec section 4), counted as get_flops.py counts ----------------
 @pytest.mark.slow  # builds the full-size models and traces them: ~10 s each
 @pytest.mark.parametrize('variant, params_m, gflops', [('t', 22, 4.2), ('s', 48, 9.0),
                                                        ('b', 85, 15.6)])
 def test_sizes_match_paper(variant, params_m, gflops):
+    from mmvit_ext.analysis import count_flops, count_params
     from mmvit_ext.utils.config import build_from_config, load_config
-    get_flops = load_get_flops()
     cfg = load_config(osp.join(REPO, f'configs/pale/pale-{variant}_8xb128_in1k.py'))
     model = build_from_config(cfg, inference_only=True)
-    params = get_flops.count_params(model)
+    params = count_params(model)
     assert abs(params / 1e6 - params_m) / params_m < 0.03, params
-    flops, _, _ = get_flops.count_flops(model, (torch.randn(1, 3, 224, 224), ))
+    flops, _, _ = count_flops(model, (torch.randn(1, 3, 224, 224), ))
     assert abs(flops / 1e9 - gflops) / gflops < 0.03, flops
 
 

@@ -1,11 +1,18 @@
 """Evaluate a checkpoint with a config of mmpretrain / mmdet / mmsegmentation.
 
     python tools/test.py CONFIG CHECKPOINT [--out FILE_OR_DIR] [--show-dir DIR] [--tta]
-        [--show] [--wait-time S] [--interval N] [--score-thr T] [--non-strict]
+        [--show] [--wait-time S] [--interval N] [--score-thr T] [--non-strict] [--amp]
+        [--fuse auto|on|off]
     torchrun --nproc_per_node=N tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
-``--fuse`` (default ``auto``: on a machine without GPU, for models with fusable blocks, i.e. RMT
-and GroupMixFormer) evaluates through ``mmvit_ext.fuse_for_cpu_inference``.
+``--amp`` evaluates under mixed precision as mmpretrain's test.py does (``test_cfg.fp16``:
+mmengine's test loop runs each test step under ``mmengine.runner.amp.autocast``), float16 on a
+GPU and bfloat16 on a machine without GPU.
+
+``--fuse`` evaluates through ``mmvit_ext.fuse_for_cpu_inference`` (models with fusable blocks,
+i.e. RMT and GroupMixFormer). ``auto`` (the default) fuses on a machine without GPU in fp32; with
+``--amp`` it keeps the plain modules, since the fused kernels compute in fp32 only, so
+``--amp --fuse on`` is refused.
 
 ``--out``: classification and detection dump the raw predictions to a pickle file; segmentation
 writes the predicted label maps as PNGs into that directory (the upstream tools' meanings).
@@ -21,7 +28,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmvit_ext.checkpoint import checkpoint_errors_exit, install_safe_loading  # noqa: E402
 from mmvit_ext.utils.cli import TOOLBOXES, add_checkpoint_args, add_common_args, \
     annotation_json_errors_named, apply_checkpoint_args, build_runner, check_data, load_config, \
-    setup_distributed  # noqa: E402
+    setup_distributed, use_fused_inference  # noqa: E402
 from mmvit_ext.utils.show import add_show_args, apply_show_args, apply_tta  # noqa: E402
 
 
@@ -31,8 +38,12 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file or URL')
     parser.add_argument('--out', help='where to dump the predictions (see above)')
     add_show_args(parser)
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed-precision test (bfloat16 autocast on the CPU, float16 on a '
+                             'GPU)')
     parser.add_argument('--fuse', choices=['auto', 'on', 'off'], default='auto',
-                        help='fused CPU inference kernels (auto: on without a GPU)')
+                        help='fused CPU inference kernels, fp32 only (auto: on without a GPU '
+                             'and without --amp)')
     add_checkpoint_args(parser, training=False)
     return parser.parse_args(argv)
 
@@ -54,13 +65,15 @@ def apply_test_args(cfg, args):
     apply_show_args(cfg, args)
     if args.tta:
         apply_tta(cfg, args.config)
-    apply_fuse_arg(cfg, args.fuse)
+    if args.amp:
+        cfg.test_cfg.fp16 = True
+    apply_fuse_arg(cfg, args.fuse, args.amp)
 
 
-def apply_fuse_arg(cfg, fuse):
-    """Evaluate through the fused CPU kernels: ``on``, or ``auto`` without a GPU."""
+def apply_fuse_arg(cfg, fuse, amp):
+    """Evaluate through the fused CPU kernels where :func:`use_fused_inference` says so."""
     import torch
-    if fuse == 'off' or (fuse == 'auto' and torch.cuda.is_available()):
+    if not use_fused_inference(fuse, 'cuda' if torch.cuda.is_available() else 'cpu', amp):
         return
     # A test checkpoint's state_dict already holds the EMA weights (EMAHook swaps them in at
     # saving), so the hook's swap changes nothing here; on a fused model it would mismatch.

@@ -1,6 +1,7 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: loading a config of any of the three
-toolboxes, checking the data is where the config says, CPU-friendly distributed setup and the
-checkpoint options (``--non-strict``, ``--overwrite``)."""
+toolboxes, checking the data is where the config says, CPU-friendly distributed setup, the
+checkpoint options (``--non-strict``, ``--overwrite``) and the inference precision and kernel
+options (``--amp``, ``--fuse``, shared with ``benchmark.py``)."""
 import contextlib
 import json
 import os
@@ -194,6 +195,28 @@ def build_runner(cfg):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+# -- inference precision and kernels ---------------------------------------------------------
+def fuse_when_auto(device_type, amp):
+    """The choice of ``--fuse auto``: whether inference runs through the fused CPU copies of
+    :func:`mmvit_ext.fuse_for_cpu_inference` (in models that have fusable blocks).
+
+    The fused kernels compute in fp32 on the CPU only, so on a GPU and under autocast
+    (``--amp``: bfloat16 on the CPU) the plain modules run. In fp32 on the CPU, fused was
+    measured faster than plain for RMT and GroupMixFormer (the family READMEs).
+    """
+    return device_type == 'cpu' and not amp
+
+
+def use_fused_inference(fuse, device_type, amp):
+    """Whether ``--fuse {auto,on,off}`` with ``--amp`` (or not) on ``device_type`` runs the
+    fused CPU copies; ``--fuse on --amp`` stops with a message (the copies are fp32 only)."""
+    if fuse == 'on' and amp:
+        raise SystemExit('--fuse on --amp: the fused CPU kernels compute in fp32 only, they do '
+                         'not run under autocast. Drop --amp for fused fp32 inference, or drop '
+                         '--fuse on (auto) for the plain modules under bfloat16 autocast.')
+    return fuse == 'on' or (fuse == 'auto' and fuse_when_auto(device_type, amp))
 
 
 # -- checkpoint options ---------------------------------------------------------------------

@@ -53,7 +53,8 @@ def clear_pretrained(model_cfg):
 
 
 def build_from_config(cfg, checkpoint=None, training=False, inference_only=False):
-    """``cfg.model`` built in its toolbox, loading no weights of the config (see
+    """``cfg.model`` built in its toolbox (with the config's top-level ``data_preprocessor``
+    where the model names none, as mmengine's Runner does), loading no weights of the config (see
     :func:`clear_pretrained`; the backbone's ``init_cfg`` is dropped as well, since it would
     look for an ImageNet checkpoint that need not exist), SyncBN reverted to BN (one process).
 
@@ -71,6 +72,10 @@ def build_from_config(cfg, checkpoint=None, training=False, inference_only=False
     scope = cfg.default_scope
     register_modules(scope)
     model_cfg = copy.deepcopy(cfg.model)
+    # a top-level data_preprocessor (mmpretrain's dataset configs) is the model's, as mmengine's
+    # Runner and mmpretrain.get_model take it
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
     clear_pretrained(model_cfg)
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg.backbone.init_cfg = None
