@@ -12,8 +12,8 @@ DEMO_WORK := work_dirs/demo-cls
 PYTEST_ARGS ?= tests
 
 # the four families, configs, checkpoints, the end-to-end runs of the three tasks
-ONEDL_TESTS := tests/test_rmt.py tests/test_groupmixformer.py tests/test_pale.py \
-	tests/test_lavit.py tests/test_configs.py tests/test_checkpoints.py tests/test_end_to_end.py
+ONEDL_TESTS := tests/test_models/test_backbones tests/test_configs.py tests/test_checkpoints.py \
+	tests/test_end_to_end.py
 
 .PHONY: env demo test test-onedl
 

@@ -8,7 +8,7 @@ import os.path as osp
 
 import pytest
 
-from .conftest import CLS_CFG, DET_CFG, REPO, SEG_CFG, check, demo_work_dir, run_tool
+from tests.conftest import CLS_CFG, DET_CFG, REPO, SEG_CFG, check, demo_work_dir, run_tool
 
 TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
 GATHER = osp.join(TOOLS, 'gather_results.py')

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mmvit_ext.models.families import families
-from .conftest import REPO, run_tool
+from tests.conftest import REPO, run_tool
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')

@@ -3,7 +3,7 @@ import os.path as osp
 
 import pytest
 
-from .conftest import REPO, run_tool
+from tests.conftest import REPO, run_tool
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 

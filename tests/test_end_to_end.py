@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from .conftest import CLS_CFG, DET_CFG, REPO, SEG_CFG, TEST, TRAIN, check, \
+from tests.conftest import CLS_CFG, DET_CFG, REPO, SEG_CFG, TEST, TRAIN, check, \
     latest_checkpoint, run_tool
 
 pytestmark = pytest.mark.slow

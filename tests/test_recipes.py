@@ -16,7 +16,7 @@ from mmvit_ext.converters.ema import extract_weights, select_weights
 from mmvit_ext.models.backbones.groupmixformer import FAMILY as GMF_FAMILY
 from mmvit_ext.models.families import families
 
-from .conftest import REPO, run_tool
+from tests.conftest import REPO, run_tool
 
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 SELECT_EMA = osp.join(REPO, 'tools', 'model_converters', 'select_ema_weights.py')

@@ -11,7 +11,7 @@ an mmpretrain ``ImageClassifier``, so a checkpoint trained with ``tools/train.py
 config (or converted with ``tools/model_converters/``) loads strictly.
 
 A model is initialised as ``tools/train.py`` initialises the config's classifier. The timm
-interface is that of timm's own models (``tests/test_timm_upstream.py`` runs timm's
+interface is that of timm's own models (``tests/test_models/test_timm_upstream.py`` runs timm's
 ``tests/test_models.py`` on them): ``device`` / ``dtype`` / ``in_chans`` / ``global_pool``
 arguments, building on the ``meta`` device, ``reset_classifier``, ``set_grad_checkpointing``,
 ``forward_intermediates``, ``prune_intermediate_layers`` and torch.fx tracing.

@@ -12,8 +12,8 @@ from mmvit_ext.models.backbones.pale import FAMILY
 from mmvit_ext.registry import MODELS
 from mmvit_ext.oracles import oracle_for
 from mmvit_ext.oracles.pale import oracle_model
+from tests.conftest import REPO
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = FAMILY.tiny_arch
 
 
@@ -172,35 +172,6 @@ def test_pale_size_override_makes_attention_global():
     model = PaleTransformer(TINY, pale_size=[7, 5, (3, 2), 1])
     assert [s.blocks[0].attn.pale_size for s in model.stages] == [(7, 7), (5, 5), (3, 2),
                                                                   (1, 1)]
-
-
-def test_frozen_stages_and_norm_eval():
-    model = PaleTransformer(TINY, frozen_stages=2, norm_eval=True)
-    model.train()
-    frozen = [model.patch_embed, model.stages[0], model.stages[1]]
-    for module in frozen:
-        assert not module.training
-        assert all(not p.requires_grad for p in module.parameters())
-    assert all(p.requires_grad for p in model.stages[2].parameters())
-    bns = [m for m in model.stages[3].modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(not m.training for m in bns)
-    assert model.stages[3].blocks[0].norm1.training
-
-
-def test_with_cp_same_outputs_and_grads(checkpoint_calls):
-    torch.manual_seed(0)
-    model = PaleTransformer(TINY, out_indices=(1, 3), drop_path_rate=0.)
-    model_cp = PaleTransformer(TINY, out_indices=(1, 3), with_cp=True)
-    model_cp.load_state_dict(model.state_dict())
-    x = torch.randn(2, 3, 40, 40)
-    outs, outs_cp = model(x), model_cp(x)
-    assert len(checkpoint_calls) == sum(model_cp.depths)
-    for out, out_cp in zip(outs, outs_cp):
-        torch.testing.assert_close(out, out_cp)
-    sum(o.sum() for o in outs).backward()
-    sum(o.sum() for o in outs_cp).backward()
-    for (name, p), p_cp in zip(model.named_parameters(), model_cp.parameters()):
-        torch.testing.assert_close(p.grad, p_cp.grad, msg=name)
 
 
 def test_drop_path_rate_and_layer_depth():

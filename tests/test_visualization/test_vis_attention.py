@@ -19,7 +19,7 @@ from mmvit_ext.oracles import pale as pale_oracle
 from mmvit_ext.oracles import rmt as rmt_oracle
 from mmvit_ext.visualization import record_attention
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 RMT_TINY = RMT_FAMILY.tiny_arch
 # the families' tiny archs with the block layout the record checks below expect: one block per

@@ -16,10 +16,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from mmvit_ext.models.families import families
+from tests.conftest import REPO
 
 timm = pytest.importorskip('timm')
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CACHE = osp.join(osp.expanduser('~'), '.cache', 'mmvit_ext', 'timm-sdist')
 # the first timm variant of each family (they are declared smallest first)
 MODELS = tuple(next(iter(family.timm_variants)) for family in families())

@@ -11,8 +11,9 @@ from mmvit_ext.models.backbones.groupmixformer import FAMILY, GroupMixFormer
 from mmvit_ext.models.layers.group_mix_attention import GroupMixAttention
 from mmvit_ext.oracles.groupmixformer import (OfficialGroupMixFormer, OracleGroupMixAttention,
                                               oracle_model)
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(REPO)
 TINY = FAMILY.tiny_arch
 
 
