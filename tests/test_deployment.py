@@ -88,6 +88,7 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow  # runs the export tool in a subprocess
 @pytest.mark.parametrize('family', FAMILIES)
 def test_onnx_tool_dynamic_export_holds_at_another_size(family, checkpoints, tmp_path):
     divisor = build_deployable(demo_config(family))[1]
@@ -105,6 +106,7 @@ def test_onnx_tool_dynamic_export_holds_at_another_size(family, checkpoints, tmp
     assert out.is_file()
 
 
+@pytest.mark.slow  # runs the export tool in a subprocess
 def test_onnx_tool_refuses_sizes_outside_the_constraint(checkpoints, tmp_path):
     proc = run_tool([TOOL, demo_config('pale'), checkpoints['pale'], '--shape', '64', '96',
                      '--dynamic', '--out', str(tmp_path / 'm.onnx')], cwd=tmp_path)

@@ -358,6 +358,7 @@ def test_tool_draws_the_recorded_weights(family, demo_image, tmp_path, capsys):
         assert featmap['featmap'].shape[-2:] == (16 // 2**i, 16 // 2**i)
 
 
+@pytest.mark.slow  # builds a detector and a segmentor
 @pytest.mark.parametrize('config', ['mask-rcnn_rmt-nano_fpn_demo-coco.py',
                                     'fpn_rmt-nano_1xb8_demo-ade.py'])
 def test_tool_on_detection_and_segmentation_configs(config, demo_image, tmp_path, capsys):

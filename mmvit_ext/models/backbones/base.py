@@ -146,6 +146,13 @@ class BaseBackbone(BaseModule):
             return cp.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
+    def channels_last_output(self, index, x):
+        """Stage ``index``'s output for ``forward`` from its (B, H, W, C) map: the stage's
+        output norm if there is one, then (B, C, H, W) as :func:`dense_output`."""
+        if getattr(self, 'out_norms', None) is not None:
+            x = self.out_norms[index](x)
+        return dense_output(x.permute(0, 3, 1, 2))
+
     # -- freezing and norm_eval ---------------------------------------------------------------
     def _frozen_modules(self):
         if self.frozen_stages < 0:

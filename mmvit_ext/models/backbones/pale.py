@@ -13,7 +13,7 @@ from ..families import AttentionRecording, Family, register
 from ..layers.conv_pos_enc import ConvPosEnc
 from ..layers.pale_attention import PaleShapedAttention, pale_pair
 from ..layers.patch_embed import ConvPatchEmbed
-from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class PaleBlock(nn.Module):
@@ -129,8 +129,7 @@ class PaleTransformer(BaseBackbone):
             for block in stage.blocks:
                 x = self.run_block(block, x)
             if i in self.out_indices:
-                out = self.out_norms[i](x) if self.out_norms is not None else x
-                outs.append(dense_output(out.permute(0, 3, 1, 2)))
+                outs.append(self.channels_last_output(i, x))
         return tuple(outs)
 
 

@@ -18,7 +18,7 @@ from ..families import AttentionRecording, Family, register
 from ..layers import (ConvPosEnc, DecomposedManhattanSelfAttention, ManhattanRelPos,
                       ManhattanSelfAttention)
 from ..layers.layer_scale import LayerScale
-from .base import BackboneStage, BaseBackbone, check_drop_path_rate, dense_output
+from .base import BackboneStage, BaseBackbone, check_drop_path_rate
 
 
 class RMTStem(nn.Sequential):
@@ -215,8 +215,7 @@ class RMT(BaseBackbone):
             for block in stage.blocks:
                 x = self.run_block(block, x, rel_pos)
             if i in self.out_indices:
-                out = self.out_norms[i](x) if self.out_norms is not None else x
-                outs.append(dense_output(out.permute(0, 3, 1, 2)))
+                outs.append(self.channels_last_output(i, x))
         return tuple(outs)
 
 
