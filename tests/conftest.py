@@ -1,4 +1,5 @@
 import glob
+import importlib.util
 import os
 import os.path as osp
 import re
@@ -14,6 +15,16 @@ DEMO = osp.join(REPO, 'configs', 'demo')
 CLS_CFG = osp.join(DEMO, 'rmt-nano_1xb32_demo-cls.py')
 DET_CFG = osp.join(DEMO, 'mask-rcnn_rmt-nano_fpn_demo-coco.py')
 SEG_CFG = osp.join(DEMO, 'fpn_rmt-nano_1xb8_demo-ade.py')
+
+
+def load_tool(path):
+    """Import a script of ``tools/`` (``path`` relative to ``tools/``, e.g.
+    ``'analysis_tools/benchmark.py'``) as a module, to call its functions in-process."""
+    name = 'tool_' + re.sub(r'\W', '_', path[:-len('.py')])
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, 'tools', path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_tool(args, cwd, timeout=1200, env=None):

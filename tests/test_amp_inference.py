@@ -1,6 +1,5 @@
 """bf16 CPU inference: every family under mmengine's CPU autocast against fp32, and
 ``tools/test.py --amp`` with its interplay with ``--fuse`` (the fused kernels are fp32 only)."""
-import importlib.util
 import os.path as osp
 from types import SimpleNamespace
 
@@ -9,7 +8,8 @@ import torch
 
 from mmvit_ext.utils.cli import fuse_when_auto, use_fused_inference
 from mmvit_ext.utils.config import build_from_config, load_config
-from tests.conftest import CLS_CFG, DEMO, TEST, check, latest_checkpoint, randomized, run_tool
+from tests.conftest import (CLS_CFG, DEMO, TEST, check, latest_checkpoint, load_tool,
+                            randomized, run_tool)
 from tests.test_end_to_end import last_metric
 
 FAMILIES = ['rmt', 'groupmixformer', 'pale', 'lavit']
@@ -49,19 +49,12 @@ def test_fuse_choice_follows_precision_and_device():
         use_fused_inference('on', 'cpu', True)
 
 
-def _test_tool():
-    spec = importlib.util.spec_from_file_location('test_tool', TEST)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize('extra,fp16,fused', [([], False, True), (['--amp'], True, False),
                                                (['--amp', '--fuse', 'off'], True, False)])
 def test_test_tool_amp_sets_fp16_and_keeps_plain_modules(extra, fp16, fused, tmp_path,
                                                          monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    tool = _test_tool()
+    tool = load_tool('test.py')
     checkpoint = tmp_path / 'model.pth'
     checkpoint.write_bytes(b'')
     args = tool.parse_args([CLS_CFG, str(checkpoint), '--work-dir', str(tmp_path)] + extra)

@@ -6,7 +6,6 @@ backbone module (also written there) through ``custom_imports``. FLOP expectatio
 by hand from the layer shapes (1 multiply-add = 1 FLOP).
 """
 import copy
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -19,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmvit_ext.analysis import CpuPeakMemory, Runner, benchmark, count_flops
+from tests.conftest import load_tool
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(REPO_ROOT, 'tools', 'analysis_tools')
@@ -149,13 +149,6 @@ def tiny_backbone_flops(height, width, dims=(8, 16), depths=(1, 2)):
     return flops
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp('analysis_tools')
@@ -279,7 +272,7 @@ def test_get_flops_segmentor_drops_auxiliary_head(workdir):
 
 
 def test_get_flops_bad_inputs(workdir, tmp_path):
-    get_flops = load_tool('get_flops')
+    get_flops = load_tool('analysis_tools/get_flops.py')
     with pytest.raises(SystemExit, match='does not exist'):
         get_flops.main([str(tmp_path / 'missing.py')])
     bad_scope = tmp_path / 'bad_scope.py'
@@ -336,8 +329,8 @@ def test_benchmark_oracle_comparison(workdir):
         for res in results[size].values():
             assert res['ips'] == pytest.approx(2 / (res['ms'] / 1e3), rel=1e-9)
             assert res['peak_mb'] is None or res['peak_mb'] >= 0
-    report = load_tool('benchmark').format_report(['model', 'oracle'], [16, 24], results,
-                                                  diffs)
+    benchmark_tool = load_tool('analysis_tools/benchmark.py')
+    report = benchmark_tool.format_report(['model', 'oracle'], [16, 24], results, diffs)
     assert 'model vs oracle' in report and 'maxdiff' in report
     ratio = results[16]['model']['ips'] / results[16]['oracle']['ips']
     row = next(line for line in report.splitlines() if line.strip().startswith('16 |'))
@@ -350,7 +343,7 @@ def test_benchmark_oracle_comparison(workdir):
 
 
 def test_benchmark_oracle_missing_is_a_clear_error(workdir):
-    benchmark = load_tool('benchmark')
+    benchmark = load_tool('analysis_tools/benchmark.py')
     with pytest.raises(SystemExit, match='No oracle for TinyAttnBackbone'):
         benchmark.build_oracle(_tiny_backbone(workdir))
 

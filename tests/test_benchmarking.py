@@ -2,13 +2,13 @@
 whole-model and training-step modes on the demo sets, and plot_results.py on the plotted data."""
 import csv
 import glob
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 
-from tests.conftest import CLS_CFG, DET_CFG, REPO, SEG_CFG, check, demo_work_dir, run_tool
+from tests.conftest import (CLS_CFG, DET_CFG, REPO, SEG_CFG, check, demo_work_dir, load_tool,
+                            run_tool)
 
 TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
 GATHER = osp.join(TOOLS, 'gather_results.py')
@@ -18,13 +18,6 @@ RMT_S_DET = osp.join(REPO, 'configs', 'rmt', 'mask-rcnn_rmt-s_fpn_1x_coco.py')
 # row name -> (key logged by the test run, factor to the table's percent)
 LOGGED = {'bbox mAP': ('coco/bbox_mAP', 100), 'segm mAP': ('coco/segm_mAP', 100),
           'mIoU': ('mIoU', 1), 'top-1': ('accuracy/top1', 1)}
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -93,7 +86,7 @@ def test_gather_results_table_equals_the_test_logs(trained_classifier, trained_d
 def test_gather_results_row_for_a_checkpoint_without_test_log(tmp_path):
     """A checkpoint that no test run evaluated yet is reported as such, not with the metrics
     of another checkpoint's test log."""
-    gather = load_tool('gather_results')
+    gather = load_tool('analysis_tools/gather_results.py')
     work = tmp_path / 'work_dirs' / 'rmt-nano_1xb32_demo-cls'
     run = work / '20260101_000000'
     (run / 'vis_data').mkdir(parents=True)
@@ -114,7 +107,7 @@ def test_gather_results_row_for_a_checkpoint_without_test_log(tmp_path):
 
 
 def test_gather_results_reads_metafile_order_and_papers():
-    gather = load_tool('gather_results')
+    gather = load_tool('analysis_tools/gather_results.py')
     configs = gather.expand_configs([osp.join(REPO, 'configs', 'rmt', 'metafile.yml')])
     names = [entry['Name'] for _, entry in configs]
     assert names[:2] == ['rmt-t_8xb128_in1k', 'rmt-s_8xb128_in1k']
@@ -171,7 +164,7 @@ def test_benchmark_training_steps_against_overrides(demo_root, tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_train_refuses_fusion_and_cpu_amp(demo_root):
-    benchmark = load_tool('benchmark')
+    benchmark = load_tool('analysis_tools/benchmark.py')
     with pytest.raises(SystemExit):
         benchmark.parse_args([SEG_CFG, '--train', '--fuse', 'on'])
     proc = run_tool([BENCHMARK, SEG_CFG, '--train', '--amp', '--device', 'cpu'], demo_root)
@@ -184,7 +177,7 @@ def test_train_runner_updates_the_weights_through_the_optim_wrapper(demo_root, m
     import torch
     from mmengine.config import Config
     monkeypatch.chdir(demo_root)
-    benchmark = load_tool('benchmark')
+    benchmark = load_tool('analysis_tools/benchmark.py')
     cfg = Config.fromfile(SEG_CFG)
     runner = benchmark.build_train_runner('model', cfg, torch.device('cpu'), 2, False, 2)
     steps = []
@@ -211,7 +204,7 @@ def test_train_runner_computes_attention_with_its_kernel(demo_root, monkeypatch,
 
     from mmvit_ext.models.layers import attention_ops
     monkeypatch.chdir(demo_root)
-    benchmark = load_tool('benchmark')
+    benchmark = load_tool('analysis_tools/benchmark.py')
     calls = []
     real_sdpa, real_explicit = attention_ops.F.scaled_dot_product_attention, \
         attention_ops._explicit
@@ -249,7 +242,7 @@ def _write_run(root, name, records):
 
 
 def test_plot_curves_draws_the_logged_values(tmp_path):
-    plot = load_tool('plot_results')
+    plot = load_tool('analysis_tools/plot_results.py')
     run_a = _write_run(tmp_path, 'a', SCALARS)
     run_b = _write_run(tmp_path, 'b', [dict(r, loss=r['loss'] * 2) if 'loss' in r else r
                                        for r in SCALARS])
@@ -273,7 +266,8 @@ def test_plot_curves_draws_the_logged_values(tmp_path):
 
 
 def test_plot_speed_from_benchmark_output(tmp_path):
-    benchmark, plot = load_tool('benchmark'), load_tool('plot_results')
+    benchmark = load_tool('analysis_tools/benchmark.py')
+    plot = load_tool('analysis_tools/plot_results.py')
     outputs = []
     for arch in ('t', 'deep'):
         cfg = tmp_path / f'{arch}.py'
@@ -369,12 +363,12 @@ def test_backbone_table_smoke_run(tmp_path):
 ])
 def test_backbone_table_refuses_bad_options(args, message, capsys):
     with pytest.raises(SystemExit):
-        load_tool('backbone_table').parse_args(args)
+        load_tool('analysis_tools/backbone_table.py').parse_args(args)
     assert message in capsys.readouterr().err
 
 
 def test_backbone_table_quick_settings_yield_to_explicit_options():
-    args = load_tool('backbone_table').parse_args(['--quick', '--size', '256'])
+    args = load_tool('analysis_tools/backbone_table.py').parse_args(['--quick', '--size', '256'])
     assert (args.size, args.dense_size, args.batch, args.repeat) == (256, (224, 224), 2, 1)
     assert [spec[0] for spec in args.models] == ['RMT-S', 'GroupMixFormer-S', 'Pale-T',
                                                  'LaViT-S', 'Swin-T', 'ConvNeXt-T',

@@ -8,7 +8,7 @@ import os.path as osp
 import pytest
 import torch
 
-from tests.conftest import REPO, run_tool
+from tests.conftest import REPO, load_tool, run_tool
 
 DEMO = {
     'cls': 'configs/demo/rmt-nano_1xb32_demo-cls.py',
@@ -98,13 +98,8 @@ def test_image_demo_missing_input(checkpoints, tmp_path):
 
 
 def test_get_flops_per_stage_rows_add_up_to_the_backbone():
-    import importlib.util
-
     from mmvit_ext.models.backbones import RMT
-    spec = importlib.util.spec_from_file_location(
-        'get_flops_tool', osp.join(REPO, 'tools', 'analysis_tools', 'get_flops.py'))
-    get_flops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(get_flops)
+    get_flops = load_tool('analysis_tools/get_flops.py')
     backbone = RMT(arch=dict(embed_dims=[16, 32, 32, 32], depths=[1, 2, 1, 1],
                              num_heads=[1, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
                              init_values=[2, 2, 2, 2], heads_ranges=[3, 3, 3, 3],

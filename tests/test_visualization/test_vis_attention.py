@@ -19,7 +19,7 @@ from mmvit_ext.oracles import pale as pale_oracle
 from mmvit_ext.oracles import rmt as rmt_oracle
 from mmvit_ext.visualization import record_attention
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_tool
 
 RMT_TINY = RMT_FAMILY.tiny_arch
 # the families' tiny archs with the block layout the record checks below expect: one block per
@@ -231,17 +231,6 @@ def test_record_refuses_fused_and_training_models():
 
 
 # -- the tool on demo checkpoints ---------------------------------------------------------------
-TOOL = osp.join(REPO, 'tools', 'visualization', 'vis_attention.py')
-
-
-def load_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('vis_attention', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def demo_image(tmp_path_factory):
     """One image of the demo classification set (a 64x64 JPEG)."""
@@ -268,7 +257,7 @@ def demo_checkpoint(config, path):
 
 def expected_record(config, checkpoint, image, stage, block):
     """The network input and the record of (stage, block), made in-process as the tool does."""
-    tool = load_tool()
+    tool = load_tool('visualization/vis_attention.py')
     cfg = tool.load_config(config)
     model = tool.build_model(cfg, checkpoint)
     inputs, picture = tool.preprocess(cfg, model, image)
@@ -290,8 +279,9 @@ def test_tool_draws_the_recorded_weights(family, demo_image, tmp_path, capsys):
     checkpoint = demo_checkpoint(config, tmp_path / 'demo.pth')
     out = tmp_path / 'out'
     query = (40, 21)  # network-input pixel -> stage-0 token (5, 10), stride 4
-    load_tool().main([config, checkpoint, demo_image, '--query', *map(str, query),
-                      '--out', str(out), '--featmap'])
+    tool = load_tool('visualization/vis_attention.py')
+    tool.main([config, checkpoint, demo_image, '--query', *map(str, query), '--out', str(out),
+               '--featmap'])
     written = capsys.readouterr().out.split()
     picture, rec, record = expected_record(config, checkpoint, demo_image, 0, 0)
     assert picture.shape == (64, 64, 3)
@@ -364,8 +354,9 @@ def test_tool_draws_the_recorded_weights(family, demo_image, tmp_path, capsys):
 def test_tool_on_detection_and_segmentation_configs(config, demo_image, tmp_path, capsys):
     config = osp.join(REPO, 'configs', 'demo', config)
     checkpoint = demo_checkpoint(config, tmp_path / 'demo.pth')
-    load_tool().main([config, checkpoint, demo_image, '--stage', '3', '--featmap', '--topk',
-                      '4', '--out', str(tmp_path / 'out')])
+    tool = load_tool('visualization/vis_attention.py')
+    tool.main([config, checkpoint, demo_image, '--stage', '3', '--featmap', '--topk', '4',
+               '--out', str(tmp_path / 'out')])
     written = capsys.readouterr().out.split()
     picture, _, record = expected_record(config, checkpoint, demo_image, 3, 0)
     assert record.kind == 'rmt_full'
@@ -385,7 +376,7 @@ def test_tool_refuses_unsafe_and_mismatched_checkpoints(demo_image, tmp_path):
                str(tmp_path / 'unsafe.pth'))
     state_dict.pop('head.fc.weight')
     torch.save({'state_dict': state_dict}, str(tmp_path / 'partial.pth'))
-    tool = load_tool()
+    tool = load_tool('visualization/vis_attention.py')
     for name, message in (('unsafe.pth', 'functools.partial'), ('partial.pth', 'head.fc.weight')):
         with pytest.raises(SystemExit, match=message):
             tool.main([config, str(tmp_path / name), demo_image, '--out', str(tmp_path / 'out')])
