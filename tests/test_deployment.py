@@ -10,6 +10,7 @@ from mmvit_ext.deployment import (SizeConstraintError, build_deployable, check_s
                                   verify_onnx)
 from mmvit_ext.checkpoint import save_checkpoint_file
 from mmvit_ext.models.families import families
+from mmvit_ext.models.layers import attention_kernel
 from tests.conftest import DEMO, REPO, check, randomized, run_tool
 
 FAMILIES = [family.name for family in families()]
@@ -58,7 +59,12 @@ def test_torch_export_dynamic_sizes_match_eager(family):
     for size in (other_size(first, divisor), (4 * divisor[0], 2 * divisor[1])):
         x = torch.randn(2, 3, *size)
         with torch.no_grad():
-            assert max_abs_diff(program(x), module(x)) < 1e-5, (family, size)
+            exported = program(x)
+            # the program holds SDPA where eager CPU attends short rows explicitly: the same
+            # kernels agree to 1e-5, the two ways differ by fp32 rounding
+            with attention_kernel('sdpa'):
+                assert max_abs_diff(exported, module(x)) < 1e-5, (family, size)
+            assert max_abs_diff(exported, module(x)) < 1e-4, (family, size)
 
 
 def test_export_after_trace_and_size_constraint():
@@ -67,7 +73,7 @@ def test_export_after_trace_and_size_constraint():
     torch.jit.trace(module, x, check_trace=False)  # RMT's tables are built, not cached, here
     program = export_program(module, (64, 64), divisor).module()
     x = torch.randn(1, 3, 96, 160)
-    with torch.no_grad():
+    with torch.no_grad(), attention_kernel('sdpa'):
         assert max_abs_diff(program(x), module(x)) < 1e-5
     with pytest.raises(SizeConstraintError, match='multiple of 32'):
         check_size((64, 48), divisor)

@@ -10,11 +10,14 @@ compute it:
 * **SDPA**: ``F.scaled_dot_product_attention``, PyTorch's fused kernel (flash attention on
   the CPU), which saves no (L x L) tensor.
 
-A CPU training step (inputs that need gradients) over rows of at most ``EXPLICIT_MAX_TOKENS``
-keys goes the explicit way; everything else (longer rows, no gradients, CUDA) goes through
-SDPA: for short rows SDPA's backward, which recomputes the probabilities, costs more than
-keeping them; for long rows SDPA is faster and saves their memory (the README has the measured
-figures).
+On the CPU, rows of at most ``EXPLICIT_MAX_TOKENS`` keys go the explicit way, everything else
+(longer rows, CUDA, traced or exported programs) through SDPA. For short rows the fused kernel's
+per-row overhead dominates: in a training step its backward recomputes the probabilities, which
+costs more than keeping them, and in inference its forward alone is slower too (RMT-S at 224:
+stage-1 rows of 56 keys 1.6x, stage-3 rows of 14 keys 1.5x). For long rows SDPA is faster and
+saves their memory (the README has the measured figures). Programs of ``torch.export``,
+``torch.compile`` and ``torch.jit.trace`` always hold SDPA: a choice by row length would put a
+guard on the (dynamic) feature size into them.
 
 :func:`attention_kernel` overrides the choice inside a ``with`` block, e.g. to time both ways
 (``tools/analysis_tools/benchmark.py --baseline-attention-kernel sdpa``).
@@ -25,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-#: Longest key row attended explicitly in a CPU training step; SDPA above it.
+#: Longest key row attended explicitly on the CPU; SDPA above it.
 EXPLICIT_MAX_TOKENS = 128
 #: Score elements per slice of the explicit computation.
 CHUNK_SCORES = 2**20
@@ -52,9 +55,9 @@ def uses_explicit_attention(q, k):
     """Whether :func:`softmax_attention` computes ``q``, ``k`` explicitly (see module doc)."""
     if _forced_kernel != 'auto':
         return _forced_kernel == 'explicit'
-    return (q.device.type == 'cpu' and torch.is_grad_enabled()
-            and (q.requires_grad or k.requires_grad)
-            and k.shape[-2] <= EXPLICIT_MAX_TOKENS)
+    # the program checks first: comparing a symbolic row length would already add the guard
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and q.device.type == 'cpu' and k.shape[-2] <= EXPLICIT_MAX_TOKENS)
 
 
 def _explicit(q, k, v, mask, scale, dropout_p):

@@ -30,9 +30,37 @@ Example::
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from mmvit_ext.registry import MODELS
 from .attention_ops import softmax_attention
+
+
+def _rotate_halves(x, cos, sin):
+    """``x * cos + swap_halves(x) * sin``, the swap read through views instead of copied."""
+    half = x.shape[-1] // 2
+    out = torch.empty_like(x)
+    torch.mul(x[..., half:], sin[..., :half], out=out[..., :half])
+    torch.mul(x[..., :half], sin[..., half:], out=out[..., half:])
+    return out.addcmul_(x, cos)
+
+
+class _PairRotation(torch.autograd.Function):
+    """:func:`_rotate_halves` with its exact gradient: the transpose of a rotation is the
+    rotation by the opposite angles, so backward is the same three kernels with ``-sin`` and
+    nothing of ``x`` is kept for it (autograd's own graph of the product, the swap and the sum
+    takes about twice as long)."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rotate_halves(x, cos, sin)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return _rotate_halves(grad, cos, -sin), None, None
 
 
 def rotate_pairs(x, cos, sin):
@@ -42,16 +70,18 @@ def rotate_pairs(x, cos, sin):
     The official pairs are the interleaved channels ``(2j, 2j + 1)`` of a head; here a head's
     channels come in halves, pair ``j`` being ``(x[j], x[j + d/2])`` (the q/k projection rows
     are ordered so, see :meth:`_ManhattanAttentionBase.qk_weights`; the scores ``q . k`` do not
-    depend on the channel order). The partner of every channel is then the other half, a
-    contiguous copy, where swapping interleaved pairs is a strided one.
+    depend on the channel order). The partner of every channel is then the other half, which
+    the kernels read as a view, where swapping interleaved pairs is a strided copy.
 
     ``cos``: ``(cos a, cos a)``, ``sin``: ``(-sin a, sin a)`` per half (the tables of
-    :class:`ManhattanRelPos`), broadcastable to ``x``.
+    :class:`ManhattanRelPos`), broadcastable to ``x``, which has the output's shape. The tables
+    are constants (no gradient flows to them). The result has ``x``'s dtype.
     """
-    first, second = x.chunk(2, dim=-1)
-    # accumulated in place: one large allocation less per call, which costs more than the
-    # arithmetic on CPU (autograd keeps x and the tables, not the product)
-    return (x * cos).addcmul_(torch.cat((second, first), dim=-1), sin)
+    if cos.requires_grad or sin.requires_grad:
+        raise ValueError('rotate_pairs: the cos/sin tables must not require grad; the rotation '
+                         'is differentiated with respect to x only. Build them under '
+                         'torch.no_grad() or pass .detach()ed tables.')
+    return _PairRotation.apply(x, cos, sin)
 
 
 @MODELS.register_module()

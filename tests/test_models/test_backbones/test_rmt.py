@@ -9,6 +9,7 @@ from mmvit_ext.converters import rmt as converter
 from mmvit_ext.models.backbones.rmt import FAMILY, RMT
 from mmvit_ext.models.layers import (DecomposedManhattanSelfAttention, ManhattanRelPos,
                                      ManhattanSelfAttention)
+from mmvit_ext.models.layers.manhattan_attention import rotate_pairs
 from mmvit_ext.registry import MODELS
 from tests.conftest import REPO, run_tool
 from mmvit_ext.oracles import randomize_
@@ -65,6 +66,23 @@ def test_rel_pos_matches_oracle_and_is_cached():
     # derived constants are not part of any checkpoint
     assert not ours.state_dict()
     assert not [k for k in RMT(TINY).state_dict() if 'rel_pos' in k]
+
+
+def test_rotation_and_its_gradient():
+    """rotate_pairs against the written-out official form ``x cos + rotate_every_two(x) sin``
+    (pairs as halves here), and its hand-written backward against numerical gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, 3, 2, 8, dtype=torch.float64, requires_grad=True)
+    (cos, sin), _ = ManhattanRelPos(24, 3)(5, 6, True, like=x)
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+    first, second = x.detach().chunk(2, dim=-1)
+    written_out = x.detach() * cos + torch.cat((second, first), dim=-1) * sin
+    torch.testing.assert_close(rotate_pairs(x, cos, sin), written_out, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: rotate_pairs(t, cos, sin), (x, ))
+    # half-precision q/k with fp32 tables (CPU autocast) stay in their dtype
+    assert rotate_pairs(x.detach().bfloat16(), cos.float(), sin.float()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match='must not require grad'):
+        rotate_pairs(x, cos.requires_grad_(), sin)
 
 
 # -- attention vs oracle -----------------------------------------------------------------------

@@ -64,15 +64,43 @@ def test_kernel_choice(sdpa_calls):
     assert sa.uses_explicit_attention(*short[:2]) and not sdpa_calls  # CPU training step
     with torch.no_grad():
         sa.softmax_attention(*short)
-    assert len(sdpa_calls) == 1  # inference
     sa.softmax_attention(*(t.detach() for t in short))
-    assert len(sdpa_calls) == 2  # nothing needs a gradient
+    assert not sdpa_calls  # CPU inference over short rows
     long = [torch.randn(1, 1, sa.EXPLICIT_MAX_TOKENS + 1, 8, requires_grad=True)
             for _ in range(3)]
     sa.softmax_attention(*long)
-    assert len(sdpa_calls) == 3  # long rows: no (L x L) probabilities saved
+    with torch.no_grad():
+        sa.softmax_attention(*long)
+    assert len(sdpa_calls) == 2  # long rows: no (L x L) probabilities saved
     meta = [t.to('meta') for t in short]
     assert not sa.uses_explicit_attention(*meta[:2])  # only the CPU has the measured gain
+
+
+class _Attend(torch.nn.Module):
+    def forward(self, q, k, v):
+        return sa.softmax_attention(q, k, v)
+
+
+@pytest.mark.parametrize('program', ['export', 'trace'])
+def test_programs_hold_sdpa(program, sdpa_calls):
+    """A traced or exported program calls SDPA even for short rows and holds no guard on the
+    row length (the exported one runs above and below the explicit rows' limit); it computes
+    what the eager (explicit) call does."""
+    short = tuple(torch.randn(2, 2, 6, 8) for _ in range(3))
+    with torch.no_grad():
+        if program == 'export':
+            rows = torch.export.Dim('rows', max=4 * sa.EXPLICIT_MAX_TOKENS)
+            run = torch.export.export(_Attend(), short,
+                                      dynamic_shapes=[{2: rows}] * 3).module()
+        else:
+            run = torch.jit.trace(_Attend(), short, check_trace=False)
+        assert len(sdpa_calls) == 1
+        lengths = [6, 2 * sa.EXPLICIT_MAX_TOKENS] if program == 'export' else [6]
+        for length in lengths:
+            inputs = tuple(torch.randn(2, 2, length, 8) for _ in range(3))
+            torch.testing.assert_close(run(*inputs), sa.softmax_attention(*inputs),
+                                       rtol=0, atol=1e-6)
+    assert len(sdpa_calls) == len(lengths)  # eager: explicit at 6 rows, SDPA above the limit
 
 
 def test_forced_kernel_overrides_the_choice_and_is_restored(sdpa_calls):
