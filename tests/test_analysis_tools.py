@@ -360,3 +360,36 @@ def test_cpu_peak_memory_sees_a_known_allocation():
     for _ in range(2):  # the second call must not reuse memory kept from the first
         _, peak = memory.measure(allocate)
         assert 0.9 * nbytes <= peak <= 1.2 * nbytes
+
+
+def test_rotation_benchmark_times_the_official_rotation(monkeypatch, capsys):
+    from mmvit_ext.models.layers import ManhattanRelPos, manhattan_attention
+    tool = load_tool('analysis_tools/rotation_benchmark.py')
+    # the probe is the official rotation of interleaved pairs (2j, 2j + 1): in this package's
+    # layout, pairs (j, j + d/2), it equals rotate_pairs
+    torch.manual_seed(0)
+    interleaved = torch.randn(2, 3, 4, 2, 2, 8)
+    (cos, sin), _ = ManhattanRelPos(16, 2)(3, 4, True, like=interleaved)
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+
+    def to_halves(t):
+        return t.unflatten(-1, (4, 2)).transpose(-1, -2).flatten(-2)
+
+    torch.testing.assert_close(to_halves(tool.ComplexRotation()(interleaved, cos, sin)),
+                               manhattan_attention.rotate_pairs(to_halves(interleaved), cos, sin))
+    # a tiny run: the model's complex rounds go through the probe, and the swap is undone
+    probe_calls = []
+    real_call = tool.ComplexRotation.__call__
+    monkeypatch.setattr(tool.ComplexRotation, '__call__',
+                        lambda self, *a: probe_calls.append(1) or real_call(self, *a))
+    real_rotation = manhattan_attention.rotate_pairs
+    tool.main(['--arch', 't', '--batch', '1', '--size', '64', '--rounds', '2'])
+    out = capsys.readouterr().out
+    assert out.count('  stage ') == 4 and 'backbone forward' in out
+    assert 'backbone training step' in out
+    # per stage (2 rounds x 2 kinds x 4 stages) plus the backbone's 14 MaSA blocks per call
+    assert len(probe_calls) > 16
+    assert manhattan_attention.rotate_pairs is real_rotation
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--size', '100'])
+    assert 'multiple of 32' in capsys.readouterr().err

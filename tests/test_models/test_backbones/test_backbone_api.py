@@ -33,6 +33,19 @@ def test_out_indices_give_nchw_maps_at_strides_4_to_32(family):
     assert [tuple(o.shape) for o in outs] == [(1, dims[1], 5, 7), (1, dims[3], 2, 2)]
 
 
+def test_every_block_takes_a_contiguous_channels_last_map(family):
+    # a permuted NCHW map in the residual stream makes each block's norms and linears copy it
+    # and sends the depth-wise convs' backward to their slow NCHW path
+    model = build(family).train()
+    inputs = []
+    for stage in model.stages:
+        for block in stage.blocks:
+            block.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    model(torch.randn(1, 3, 64, 96))
+    assert len(inputs) == sum(family.tiny_arch['depths'])
+    assert all(x.is_contiguous() for x in inputs)
+
+
 def test_frozen_stages_freeze_the_stem_and_the_first_stages(family):
     model = build(family, frozen_stages=1, out_indices=(0, 1, 2, 3)).train()
     for module in (model.patch_embed, model.stages[0]):
