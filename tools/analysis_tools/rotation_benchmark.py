@@ -69,6 +69,14 @@ def median(values):
     return sorted(values)[len(values) // 2]
 
 
+def alternating(rounds, forms):
+    """The names of ``forms`` once per round, the order reversed every other round, so that
+    neither form always runs first (warm caches, a drifting machine)."""
+    names = list(forms)
+    for r in range(rounds):
+        yield from (names if r % 2 else names[::-1])
+
+
 def stage_rotations(settings, batch, size, rounds):
     """Per stage: ms of one rotation by each form, forward and forward + backward."""
     rows = []
@@ -82,13 +90,11 @@ def stage_rotations(settings, batch, size, rounds):
         grad = torch.randn(shape)
         forms = {'complex': ComplexRotation(), 'real': manhattan_attention.rotate_pairs}
         times = {(form, kind): [] for form in forms for kind in ('forward', 'train')}
-        for r in range(rounds):
-            for form in (list(forms) if r % 2 else list(forms)[::-1]):
-                rotate = forms[form]
-                with torch.no_grad():
-                    times[form, 'forward'].append(seconds(lambda: rotate(x, cos, sin)))
-                times[form, 'train'].append(
-                    seconds(lambda: rotate(x, cos, sin).backward(grad)))
+        for form in alternating(rounds, forms):
+            rotate = forms[form]
+            with torch.no_grad():
+                times[form, 'forward'].append(seconds(lambda: rotate(x, cos, sin)))
+            times[form, 'train'].append(seconds(lambda: rotate(x, cos, sin).backward(grad)))
         rows.append((f'{side}x{side}, N={heads}, d={dims // heads}', blocks,
                      {key: median(v) * 1e3 for key, v in times.items()}))
     return rows
@@ -117,10 +123,9 @@ def model_steps(arch, batch, size, rounds):
             with rotation_as(rotate):
                 step()
         times = {form: [] for form in forms}
-        for r in range(rounds):
-            for form in (list(forms) if r % 2 else list(forms)[::-1]):
-                with rotation_as(forms[form]):
-                    times[form].append(seconds(step))
+        for form in alternating(rounds, forms):
+            with rotation_as(forms[form]):
+                times[form].append(seconds(step))
         results[kind] = times
     return results
 
